@@ -1,0 +1,49 @@
+"""Command line: parse, call, print. Errors in user input exit with code 2 and one paragraph."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skd-tune", description="Hyperparameter search for subclass knowledge distillation on Ray Tune + Optuna.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run (or resume) the experiment a YAML spec describes")
+    r.add_argument("spec", help="path of the YAML spec, e.g. search_spaces/digits.yaml")
+    r.add_argument("--address", default=None, help="Ray cluster to join ('auto', 'ray://host:10001'); default: start local Ray")
+    r.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and worker output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .data import DataError
+    from .pipeline import PipelineError, SearchInterrupted
+    from .spec import SpecError, load_spec
+
+    try:
+        if args.command == "run":
+            from .pipeline import run
+
+            spec = load_spec(args.spec)
+            summary = run(spec, address=args.address, verbose=args.verbose, resume_cmd=f"skd-tune run {args.spec}",
+                          printer=lambda line: print(line, flush=True))
+            print(f"done in {summary.seconds:.0f} s: {summary.experiment}")
+            return 0
+    except (SpecError, DataError, PipelineError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SearchInterrupted, KeyboardInterrupt) as e:
+        print(f"interrupted: {e or 'run the same command again to resume'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,514 @@
+"""The pipeline: one experiment directory, stages run in order, each recorded in `state.json`.
+
+    data -> teacher (Ray Tune) -> teacher_logits (Ray task) -> student search (Ray Tune + Optuna + ASHA)
+         -> export
+
+Stages already done are skipped when the same command runs again; the Tune stages are continued
+with `Tuner.restore`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from .data import Dataset, load_dataset
+from .metrics import classification_metrics, label_bits
+from .results import ResultsTables
+from .spec import Spec, spec_hash
+
+__all__ = ["Experiment", "PipelineError", "SearchInterrupted", "run"]
+
+log = logging.getLogger("skd_tune")
+
+STAGES = ("teacher", "teacher_logits", "student", "export")
+
+
+class PipelineError(Exception):
+    """A run that cannot go on; `str()` says what happened, where, and what to do."""
+
+
+class SearchInterrupted(Exception):
+    """The driver was interrupted; everything computed so far is saved and the run can resume."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The experiment directory
+
+
+@dataclass
+class Experiment:
+    """`<storage>/<name>/`: frozen spec, stage state, Tune experiments, cached logits, results, export."""
+
+    root: Path
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def logits_dir(self) -> Path:
+        return self.root / "teacher_logits"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
+
+    def read_state(self) -> dict[str, Any]:
+        if not self.state_file.exists():
+            return {"stages": {}}
+        try:
+            return json.loads(self.state_file.read_text())
+        except json.JSONDecodeError as e:
+            raise PipelineError(
+                f"{self.state_file}: not valid JSON ({e}); the file was damaged. Delete it to re-run the stages "
+                "(finished Ray Tune experiments in the directory are resumed, not recomputed)"
+            ) from None
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        tmp = self.state_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        os.replace(tmp, self.state_file)
+
+    def stage_done(self, stage: str) -> dict[str, Any] | None:
+        return self.read_state()["stages"].get(stage)
+
+    def mark_done(self, stage: str, **info: Any) -> None:
+        state = self.read_state()
+        state["stages"][stage] = {"done_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+        self.write_state(state)
+
+    def prepare(self, spec: Spec) -> bool:
+        """Create the directory with a frozen copy of the spec, or check that it matches. True if resuming."""
+        frozen = spec.model_dump(mode="json")
+        digest = spec_hash(spec)
+        if self.spec_file.exists():
+            old = yaml.safe_load(self.spec_file.read_text()) or {}
+            old_hash = self.read_state().get("spec_hash")
+            if old_hash != digest:
+                diffs = _diff(old, frozen)
+                raise PipelineError(
+                    f"{self.root} was started from a different spec; fields that differ: {'; '.join(diffs) or '(unknown)'}. "
+                    f"Either restore the old spec (a copy is in {self.spec_file}) to resume this experiment, or give "
+                    "the spec a new `name:` to start a new experiment"
+                )
+            return True
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.spec_file.write_text(yaml.safe_dump(frozen, sort_keys=False))
+        self.write_state({"spec_hash": digest, "stages": {}})
+        return False
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray Tune callbacks (results tables and the progress line)
+
+
+# Keys Ray adds to every result that say nothing about the training (kept out of epochs.parquet).
+_RAY_BOOKKEEPING = {
+    "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "date", "time_this_iter_s", "pid",
+    "time_since_restore", "iterations_since_restore", "timestamp", "config", "experiment_tag", "trial_id",
+}
+
+
+def _trial_dirname(trial) -> str:
+    return f"{trial.trainable_name}_{trial.trial_id}"
+
+
+def _make_callbacks(stage: str, spec: Spec, param_names: list[str], total: int, max_epochs: int, printer: Callable[[str], None]):
+    from ray import tune
+
+    class StageCallback(tune.Callback):
+        """Feeds the Parquet tables and prints one progress line whenever the picture changes.
+
+        It keeps no paths of its own: the results directory is found from the trials' experiment path,
+        so a moved experiment directory keeps working after `Tuner.restore`.
+        """
+
+        def __init__(self):
+            self.tables: ResultsTables | None = None
+            self._last_line = ""
+            self._last_print = 0.0
+
+        def __getstate__(self):  # pickled into tuner.pkl: keep nothing that belongs to this process
+            return {}
+
+        def __setstate__(self, state):
+            self.__init__()
+
+        def _tables(self, trial) -> ResultsTables:
+            if self.tables is None:
+                # The experiment's storage path (not the local staging copy Ray syncs from).
+                results_dir = Path(trial.storage.experiment_fs_path).parent / "results"
+                prefix = "" if stage == "student" else f"{stage}_"
+                self.tables = ResultsTables(results_dir, param_names, spec.search.metric, spec.search.mode, prefix=prefix)
+            return self.tables
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self._tables(trial).set_trial(trial.trial_id, params=trial.config, status="RUNNING", max_epochs=max_epochs)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            tables = self._tables(trial)
+            tables.add_epoch(trial.trial_id, trial.config, {k: v for k, v in result.items() if k not in _RAY_BOOKKEEPING})
+            tables.flush()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._tables(trial).set_trial(trial.trial_id, params=trial.config, status="TERMINATED", max_epochs=max_epochs)
+            self._tables(trial).flush(force=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = None
+            if trial.error_file and Path(trial.error_file).exists():
+                error = Path(trial.error_file).read_text()[-4000:]
+            self._tables(trial).set_trial(trial.trial_id, params=trial.config, status="ERROR", error=error or "error")
+            self._tables(trial).flush(force=True)
+
+        def on_step_end(self, iteration, trials, **info):
+            counts: dict[str, int] = {}
+            for t in trials:
+                counts[t.status] = counts.get(t.status, 0) + 1
+            done = counts.get("TERMINATED", 0)
+            line = (
+                f"[{stage}] trials {done}/{total} done, {counts.get('RUNNING', 0)} running, "
+                f"{max(total - len(trials), 0) + counts.get('PENDING', 0)} pending, {counts.get('ERROR', 0)} errored"
+            )
+            best = self.tables.best_trial() if self.tables is not None else None
+            if best is not None:
+                metric = spec.search.metric
+                params = ", ".join(f"{p}={_fmt(best.get(p))}" for p in param_names)
+                line += f" | best {metric} {best[f'best_{metric}']:.4f} ({best['trial_id']}{': ' + params if params else ''})"
+            now = time.monotonic()
+            if line != self._last_line and now - self._last_print > 0.5:
+                printer(line)
+                self._last_line = line
+                self._last_print = now
+
+        def on_experiment_end(self, trials, **info):
+            self._last_print = 0.0
+            self.on_step_end(0, trials)
+            if self.tables is not None:
+                self.tables.flush(force=True)
+
+    return [StageCallback()]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stages
+
+
+def init_ray(address: str | None = None, verbose: bool = False) -> None:
+    """Start local Ray (or join `address`), quiet unless `verbose`."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Our Parquet tables are the record of every trial: skip Tune's CSV/JSON/TensorBoard loggers.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    if not verbose:
+        for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=verbose,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+    )
+
+
+def _check_resources(spec: Spec) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    for role in ("teacher", "student"):
+        res = getattr(spec, role).resources
+        if res.cpu > total.get("CPU", 0) or res.gpu > total.get("GPU", 0):
+            raise PipelineError(
+                f"{role}.resources asks for cpu={res.cpu:g}, gpu={res.gpu:g} but the Ray cluster has "
+                f"cpu={total.get('CPU', 0):g}, gpu={total.get('GPU', 0):g} in all, so the trial could never start. "
+                f"Lower {role}.resources in the spec, or run on a cluster with more (--address)"
+            )
+
+
+def _interrupted_or_failed(stage: str, grid, expected: int, resume_cmd: str) -> None:
+    finished = grid.num_terminated + grid.num_errors
+    if finished < expected:
+        raise SearchInterrupted(
+            f"{stage} stage interrupted with {finished}/{expected} trials finished; everything so far is saved. "
+            f"Resume with: {resume_cmd}"
+        )
+
+
+def _tune_stage(name: str, exp: Experiment, trainable, make_tuner: Callable):
+    from ray import tune
+
+    path = exp.root / name
+    if tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+    return make_tuner()
+
+
+def run_teacher(spec: Spec, exp: Experiment, data: Dataset, printer, resume_cmd: str) -> dict[str, Any]:
+    from ray import tune
+
+    from .trainables import teacher_trainable
+
+    metric, mode = spec.search.metric, spec.search.mode
+    res = spec.teacher.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(teacher_trainable, spec=spec, data=data), {"cpu": res.cpu, "gpu": res.gpu}
+    )
+
+    def make():
+        return tune.Tuner(
+            trainable,
+            param_space={},
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(
+                name="teacher",
+                storage_path=str(exp.root.resolve()),
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode),
+                failure_config=tune.FailureConfig(max_failures=2),
+                callbacks=_make_callbacks("teacher", spec, [], 1, spec.teacher.epochs, printer),
+            ),
+        )
+
+    grid = _tune_stage("teacher", exp, trainable, make).fit()
+    _interrupted_or_failed("teacher", grid, 1, resume_cmd)
+    if grid.num_errors:
+        raise PipelineError(f"the teacher trial failed: {grid.errors[0]}; see {exp.root / 'teacher'} for its log")
+    best = grid.get_best_result(metric, mode)
+    checkpoint = best.get_best_checkpoint(metric, mode)
+    best_metrics = next(m for c, m in best.best_checkpoints if c.path == checkpoint.path)
+    info = {
+        "checkpoint": os.path.relpath(checkpoint.path, exp.root.resolve()),
+        "metrics": {k: v for k, v in best_metrics.items() if k.startswith("val_") or k == "epoch"},
+    }
+    exp.mark_done("teacher", **info)
+    return info
+
+
+def run_teacher_logits(spec: Spec, exp: Experiment, data: Dataset, teacher_info: dict) -> dict[str, np.ndarray]:
+    from .trainables import remote_teacher_logits
+
+    logits = remote_teacher_logits(spec, data, str(exp.root / teacher_info["checkpoint"]))
+    exp.logits_dir.mkdir(parents=True, exist_ok=True)
+    for name, arr in logits.items():
+        tmp = exp.logits_dir / f".{name}.npy.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, arr.astype(np.float32))
+        os.replace(tmp, exp.logits_dir / f"{name}.npy")
+    test = _class_metrics(logits["test"], data, "test")
+    exp.mark_done("teacher_logits", shapes={k: list(v.shape) for k, v in logits.items()}, test_metrics=test)
+    return logits
+
+
+def load_teacher_logits(exp: Experiment) -> dict[str, np.ndarray]:
+    return {name: np.load(exp.logits_dir / f"{name}.npy", allow_pickle=False) for name in ("train", "val", "test")}
+
+
+def _class_metrics(sub_logits: np.ndarray, data: Dataset, split: str) -> dict[str, float]:
+    import torch
+
+    from .losses import class_logits, class_membership
+
+    cls = class_logits(torch.tensor(sub_logits), class_membership(torch.tensor(data.subclass_to_class)))
+    return classification_metrics(data.classes(split), torch.softmax(cls, 1).numpy(), data.positive_class)
+
+
+def _tune_domains(spec: Spec) -> dict[str, Any]:
+    from ray import tune
+
+    space = {}
+    for key, dist in spec.search.space.items():
+        kind = dist.kind
+        if kind == "uniform":
+            space[key] = tune.uniform(*dist.uniform)
+        elif kind == "loguniform":
+            space[key] = tune.loguniform(*dist.loguniform)
+        elif kind == "int":
+            space[key] = tune.randint(dist.int[0], dist.int[1] + 1)  # inclusive high
+        else:
+            space[key] = tune.choice(list(dist.choice))
+    return space
+
+
+SAMPLER_FACTORIES: dict[str, Callable[[int], Any]] = {
+    "tpe": lambda seed: __import__("optuna").samplers.TPESampler(seed=seed),
+    "cmaes": lambda seed: __import__("optuna").samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "random": lambda seed: __import__("optuna").samplers.RandomSampler(seed=seed),
+}
+
+
+def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np.ndarray], printer, resume_cmd: str):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from .trainables import student_trainable
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = spec.search
+    res = spec.student.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(student_trainable, spec=spec, data=data, teacher_logits=logits["train"]),
+        {"cpu": res.cpu, "gpu": res.gpu},
+    )
+    param_names = list(s.space)
+
+    def make():
+        searcher = None
+        if s.space:
+            searcher = ConcurrencyLimiter(OptunaSearch(sampler=SAMPLER_FACTORIES[s.sampler](spec.seed)), max_concurrent=s.max_concurrent)
+        if s.scheduler.name == "asha":
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration", max_t=spec.student.epochs,
+                grace_period=min(s.scheduler.grace_period, spec.student.epochs), reduction_factor=s.scheduler.reduction_factor,
+            )
+        else:
+            scheduler = FIFOScheduler()
+        return tune.Tuner(
+            trainable,
+            param_space=_tune_domains(spec),
+            tune_config=tune.TuneConfig(
+                metric=s.metric, mode=s.mode, num_samples=s.num_samples, search_alg=searcher, scheduler=scheduler,
+                max_concurrent_trials=s.max_concurrent, reuse_actors=True, trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name="student",
+                storage_path=str(exp.root.resolve()),
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode),
+                failure_config=tune.FailureConfig(max_failures=2),
+                callbacks=_make_callbacks("student", spec, param_names, s.num_samples, spec.student.epochs, printer),
+            ),
+        )
+
+    grid = _tune_stage("student", exp, trainable, make).fit()
+    # Record each trial's best checkpoint and error in the tables (Ray knows them best after fit).
+    tables = ResultsTables(exp.results_dir, param_names, s.metric, s.mode)
+    for result in grid:
+        trial_id = result.metrics.get("trial_id") if result.metrics else None
+        if trial_id is None:
+            trial_id = Path(result.path).name.split("_", 2)[-1]
+        ckpt = None
+        if result.best_checkpoints:
+            try:
+                ckpt = result.get_best_checkpoint(s.metric, s.mode)
+            except (RuntimeError, ValueError):
+                ckpt = result.checkpoint
+        tables.set_trial(
+            trial_id,
+            status="ERROR" if result.error else None,
+            checkpoint_path=os.path.relpath(ckpt.path, exp.root.resolve()) if ckpt is not None else None,
+            error=str(result.error)[-4000:] if result.error else None,
+        )
+    tables.flush(force=True)
+    _interrupted_or_failed("student", grid, s.num_samples, resume_cmd)
+    if grid.num_terminated == 0:
+        raise PipelineError(f"every student trial failed; the first error: {grid.errors[0] if grid.errors else '?'}")
+    exp.mark_done("student", trials=s.num_samples, errored=grid.num_errors)
+    return tables
+
+
+def run_export(spec: Spec, exp: Experiment, data: Dataset, tables: ResultsTables) -> dict[str, Any]:
+    from .export import export_student, load_student, evaluate_exported
+
+    best = tables.best_trial()
+    if best is None or not isinstance(best.get("checkpoint_path"), str):
+        raise PipelineError(f"no student trial with a checkpoint to export; see {exp.results_dir / 'trials.parquet'}")
+    params = {p: best[p] for p in spec.search.space}
+    out = export_student(exp.export_dir, spec, data, exp.root / best["checkpoint_path"], params, {
+        "trial_id": best["trial_id"],
+        **{k: best[k] for k in best if k.startswith("best_val_") or k == "best_epoch"},
+    })
+    model, meta = load_student(exp.export_dir)  # check the round trip: what a user will load
+    test = evaluate_exported(model, meta, data.test.x, data.classes("test"))
+    meta_path = exp.export_dir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["metrics"]["test"] = test
+    meta_path.write_text(json.dumps(meta, indent=2))
+    exp.mark_done("export", trial_id=best["trial_id"], test_metrics=test, path=str(out))
+    return {"trial_id": best["trial_id"], "params": params, "val": best.get(f"best_{spec.search.metric}"), "test": test}
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    experiment: Path
+    resumed: bool
+    label_bits: float
+    teacher: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printer: Callable[[str], None] = print,
+        resume_cmd: str = "skd-tune run SPEC") -> RunSummary:
+    """Run (or resume) every stage of the experiment the spec describes."""
+    t0 = time.perf_counter()
+    exp = Experiment(spec.experiment_dir.resolve())
+    resumed = exp.prepare(spec)
+    printer(f"experiment {exp.root} ({'resuming' if resumed else 'new'})")
+    data = load_dataset(spec.data, spec.seed)
+    bits = label_bits(data.train.subclass, data.subclass_to_class)
+    printer(
+        f"data {data.name}: train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, "
+        f"{data.num_classes} classes, {data.num_subclasses} subclasses, H(S|C) = {bits:.4f} bits per training sample"
+    )
+    init_ray(address, verbose)
+    _check_resources(spec)
+
+    teacher = exp.stage_done("teacher") or run_teacher(spec, exp, data, printer, resume_cmd)
+    printer(f"[teacher] done: {spec.search.metric} {teacher['metrics'].get(spec.search.metric, float('nan')):.4f}")
+    if exp.stage_done("teacher_logits"):
+        logits = load_teacher_logits(exp)
+    else:
+        logits = run_teacher_logits(spec, exp, data, teacher)
+    teacher_test = exp.stage_done("teacher_logits")["test_metrics"]
+    printer(f"[teacher] logits cached in {exp.logits_dir}; teacher test f1 {teacher_test['f1']:.4f}")
+
+    if exp.stage_done("student"):
+        tables = ResultsTables(exp.results_dir, list(spec.search.space), spec.search.metric, spec.search.mode)
+    else:
+        tables = run_student_search(spec, exp, data, logits, printer, resume_cmd)
+    best = run_export(spec, exp, data, tables)
+    printer(
+        f"[export] best student {best['trial_id']} ({spec.search.metric} {best['val']:.4f}) exported to {exp.export_dir}; "
+        f"loaded back: test f1 {best['test']['f1']:.4f}, accuracy {best['test']['accuracy']:.4f}, auc {best['test']['auc']:.4f}"
+    )
+    return RunSummary(exp.root, resumed, bits, {"val": teacher["metrics"], "test": teacher_test}, best, time.perf_counter() - t0)

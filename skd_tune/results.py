@@ -1,0 +1,160 @@
+"""Parquet tables of a search: one row per trial-epoch (`epochs.parquet`) and one per trial
+(`trials.parquet`, derived from the epochs plus each trial's status).
+
+Both files are rewritten atomically (write a temporary file in the same directory, then rename), so
+`pandas.read_parquet` works at any moment while a search runs. Nothing here imports Ray: pipeline.py
+feeds the tables from a Ray Tune callback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["ResultsTables", "read_table", "write_table_atomic"]
+
+TRIAL_STATUS = ("PENDING", "RUNNING", "TERMINATED", "ERROR", "PAUSED")
+
+
+def write_table_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write `df` to `path` as Parquet so readers only ever see a complete file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    os.replace(tmp, path)
+
+
+def read_table(path: Path) -> pd.DataFrame | None:
+    """The table at `path`, or None when there is none yet."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return pq.read_table(path).to_pandas()
+
+
+class ResultsTables:
+    """Accumulates per-epoch metrics and trial statuses; writes `trials.parquet` and `epochs.parquet`.
+
+    `param_names` are the searched parameters (one column each in the trials table); `metric` and
+    `mode` pick each trial's best epoch; `prefix` names another pair of tables (`teacher_`).
+    Existing tables in `results_dir` are loaded first, so a
+    resumed search keeps every epoch already recorded (duplicates by trial and epoch are dropped).
+    """
+
+    def __init__(self, results_dir: Path, param_names: list[str], metric: str, mode: str, min_interval_s: float = 1.0,
+                 prefix: str = ""):
+        self.dir = Path(results_dir)
+        self.epochs_path = self.dir / f"{prefix}epochs.parquet"
+        self.trials_path = self.dir / f"{prefix}trials.parquet"
+        self.param_names = list(param_names)
+        self.metric = metric
+        self.mode = mode
+        self.min_interval_s = min_interval_s
+        self._epochs: list[dict[str, Any]] = []
+        self._trials: dict[str, dict[str, Any]] = {}
+        self._last_flush = 0.0
+        self._dirty = False
+        self._load()
+
+    # -- input -----------------------------------------------------------------------------------
+    def add_epoch(self, trial_id: str, params: dict[str, Any], metrics: dict[str, Any]) -> None:
+        row = {"trial_id": trial_id}
+        row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
+        self._epochs.append(row)
+        self.set_trial(trial_id, params=params, status="RUNNING")
+
+    def set_trial(self, trial_id: str, *, params: dict[str, Any] | None = None, status: str | None = None,
+                  checkpoint_path: str | None = None, error: str | None = None, max_epochs: int | None = None) -> None:
+        info = self._trials.setdefault(trial_id, {"trial_id": trial_id, "status": "PENDING", "checkpoint_path": None, "error": None})
+        if params is not None:
+            info.update({p: params.get(p) for p in self.param_names})
+        if status is not None:
+            info["status"] = status
+        if checkpoint_path is not None:
+            info["checkpoint_path"] = checkpoint_path
+        if error is not None:
+            info["error"] = error
+        if max_epochs is not None:
+            info["max_epochs"] = max_epochs
+        self._dirty = True
+
+    # -- output ----------------------------------------------------------------------------------
+    def epochs_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self._epochs)
+        if df.empty:
+            return pd.DataFrame({"trial_id": pd.Series(dtype="string"), "epoch": pd.Series(dtype="int64")})
+        df = df.drop_duplicates(subset=["trial_id", "epoch"], keep="last")
+        return df.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+
+    def trials_frame(self) -> pd.DataFrame:
+        epochs = self.epochs_frame()
+        rows = []
+        for trial_id, info in self._trials.items():
+            row = {"trial_id": trial_id, **{p: info.get(p) for p in self.param_names}, "status": info["status"]}
+            mine = epochs[epochs["trial_id"] == trial_id] if not epochs.empty else epochs
+            row["epochs"] = int(len(mine))
+            if len(mine) and self.metric in mine:
+                values = mine[self.metric].astype(float)
+                best_pos = values.idxmax() if self.mode == "max" else values.idxmin()
+                best = mine.loc[best_pos] if not math.isnan(values.loc[best_pos]) else mine.iloc[-1]
+                last = mine.iloc[-1]
+                row["best_epoch"] = int(best["epoch"])
+                for col in [c for c in mine.columns if c.startswith("val_")]:
+                    row[f"best_{col}"] = float(best[col])
+                    row[f"last_{col}"] = float(last[col])
+                row["time_total_s"] = float(mine["epoch_time_s"].sum()) if "epoch_time_s" in mine else math.nan
+            max_epochs = info.get("max_epochs")
+            row["stopped_early"] = bool(max_epochs and info["status"] == "TERMINATED" and row["epochs"] < max_epochs)
+            row["checkpoint_path"] = info.get("checkpoint_path")
+            row["error"] = info.get("error")
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return pd.DataFrame({"trial_id": pd.Series(dtype="string"), "status": pd.Series(dtype="string")})
+        for col in ("checkpoint_path", "error"):
+            df[col] = df[col].astype("string")
+        return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
+
+    def best_trial(self) -> dict[str, Any] | None:
+        """The trial with the best `best_<metric>` so far, as a dict (None before any epoch)."""
+        df = self.trials_frame()
+        col = f"best_{self.metric}"
+        if df.empty or col not in df or df[col].isna().all():
+            return None
+        pos = df[col].idxmax() if self.mode == "max" else df[col].idxmin()
+        return df.loc[pos].to_dict()
+
+    def flush(self, force: bool = False) -> bool:
+        """Rewrite both tables if anything changed (at most every `min_interval_s` unless `force`)."""
+        now = time.monotonic()
+        if not self._dirty or (not force and now - self._last_flush < self.min_interval_s):
+            return False
+        write_table_atomic(self.epochs_frame(), self.epochs_path)
+        write_table_atomic(self.trials_frame(), self.trials_path)
+        self._last_flush = now
+        self._dirty = False
+        return True
+
+    def _load(self) -> None:
+        epochs = read_table(self.epochs_path)
+        if epochs is not None and not epochs.empty:
+            self._epochs = epochs.to_dict("records")
+        trials = read_table(self.trials_path)
+        if trials is not None and not trials.empty:
+            for rec in trials.to_dict("records"):
+                self.set_trial(
+                    rec["trial_id"],
+                    params={p: rec.get(p) for p in self.param_names},
+                    status=rec.get("status"),
+                    checkpoint_path=rec.get("checkpoint_path") if isinstance(rec.get("checkpoint_path"), str) else None,
+                    error=rec.get("error") if isinstance(rec.get("error"), str) else None,
+                )
+        self._dirty = False

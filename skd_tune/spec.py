@@ -1,0 +1,389 @@
+"""The experiment spec: pydantic models of the YAML, loaded and validated once at the edge.
+
+Every mistake in a spec is reported in one pass, each with its dotted path, what is wrong, the bad
+value and (where there is a closed set) the valid choices, e.g.::
+
+    student.temperature: must be > 0, got -1
+
+`load_spec(path)` returns a validated `Spec` or raises `SpecError`, whose `str()` is the one-paragraph
+message the CLI prints before exiting with code 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "SEARCHABLE",
+    "SAMPLERS",
+    "SCHEDULERS",
+    "DataSpec",
+    "Distribution",
+    "MethodsSpec",
+    "Resources",
+    "SchedulerSpec",
+    "SearchSpec",
+    "Spec",
+    "SpecError",
+    "StudentSpec",
+    "TeacherSpec",
+    "load_spec",
+    "spec_hash",
+]
+
+SAMPLERS = ("tpe", "cmaes", "random")
+SCHEDULERS = ("asha", "fifo")
+METRICS = ("val_f1", "val_accuracy", "val_auc", "val_loss")
+
+
+class SpecError(Exception):
+    """A spec that cannot be used; `str()` is a one-paragraph message naming file, fields and fix."""
+
+    def __init__(self, source: str, problems: list[str], fix: str = ""):
+        self.source = source
+        self.problems = problems
+        self.fix = fix
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        n = len(self.problems)
+        head = f"{self.source}: {n} problem{'s' if n != 1 else ''} in the spec: "
+        body = "; ".join(self.problems)
+        fix = self.fix or "Fix the field(s) named above and run the command again."
+        return f"{head}{body}. {fix}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _check_model_name(name: str) -> str:
+    from .models import MODELS  # the registry is the single source of valid names
+
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    return name
+
+
+class Resources(_Strict):
+    """What one trial asks Ray for: CPUs and GPUs (a fraction < 1 lets trials share a GPU)."""
+
+    cpu: float = Field(1.0, gt=0, le=1024)
+    gpu: float = Field(0.0, ge=0, le=64)
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_or_fraction(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"must be a fraction in [0, 1] or a whole number of GPUs, got {v}")
+        return v
+
+
+class DataSpec(_Strict):
+    source: str = "digits"
+    root: str | None = None
+    subclasses: Literal["known"] = "known"
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    positive_class: str | None = None
+    image_size: int | None = Field(None, ge=8, le=1024)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        from .data import SOURCES
+
+        if v not in SOURCES:
+            raise ValueError(f"unknown dataset source {v!r}; available: {', '.join(sorted(SOURCES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _root_exists(self) -> "DataSpec":
+        from .data import SOURCES
+
+        if SOURCES[self.source].needs_root:
+            if self.root is None:
+                raise ValueError(f"data.root is required for source {self.source!r}: the path of the dataset")
+            if not Path(self.root).exists():
+                raise ValueError(
+                    f"data.root: path {self.root!r} does not exist (relative paths are read from "
+                    f"{Path.cwd()}); point it at the dataset"
+                )
+        return self
+
+
+class TeacherSpec(_Strict):
+    model: str = "cnn"
+    pretrained: bool = False
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    resources: Resources = Resources(cpu=1, gpu=0)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        return _check_model_name(v)
+
+
+class StudentSpec(_Strict):
+    """The student's training; every scalar here can be searched under `search.space`."""
+
+    model: str = "mlp"
+    pretrained: bool = False
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0, le=1000)
+    w_ce: float = Field(1.0, ge=0, le=100)
+    w_kd: float = Field(0.0, ge=0, le=100)
+    w_skd: float = Field(1.0, ge=0, le=100)
+    resources: Resources = Resources(cpu=1, gpu=0)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        return _check_model_name(v)
+
+
+# Student fields a search may vary (everything numeric that does not change the model's shape).
+SEARCHABLE = ("temperature", "w_ce", "w_kd", "w_skd", "lr", "weight_decay", "batch_size")
+
+
+class Distribution(_Strict):
+    """One search-space entry: exactly one of `uniform`, `loguniform`, `int` (inclusive), `choice`."""
+
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    int: tuple[int, int] | None = None
+    choice: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Distribution":
+        given = [k for k in ("uniform", "loguniform", "int", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of uniform: [low, high], loguniform: [low, high], int: [low, high], "
+                f"choice: [a, b, ...]; got {given or 'none'}"
+            )
+        kind = given[0]
+        if kind == "choice":
+            if not self.choice:
+                raise ValueError("choice: must list at least one value, got []")
+            return self
+        low, high = getattr(self, kind)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"{kind}: bounds must be finite, got [{low}, {high}]")
+        if low > high:
+            raise ValueError(f"{kind}: low must be <= high, got [{low}, {high}]")
+        if kind == "loguniform" and low <= 0:
+            raise ValueError(f"loguniform: low must be > 0, got {low}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("uniform", "loguniform", "int", "choice") if getattr(self, k) is not None)
+
+    def values_to_check(self) -> list[Any]:
+        """Values whose validity as the target field stands for the whole range (bounds or choices)."""
+        return list(self.choice) if self.kind == "choice" else list(getattr(self, self.kind))
+
+
+class SchedulerSpec(_Strict):
+    name: str = "asha"
+    grace_period: int = Field(3, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {v!r}; available: {', '.join(SCHEDULERS)}")
+        return v
+
+
+class SearchSpec(_Strict):
+    metric: str = "val_f1"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(16, ge=1, le=100_000)
+    max_concurrent: int = Field(2, ge=1, le=10_000)
+    sampler: str = "tpe"
+    scheduler: SchedulerSpec = SchedulerSpec()
+    space: dict[str, Distribution] = Field(default_factory=dict)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if v not in METRICS:
+            raise ValueError(f"unknown metric {v!r}; the student trials report: {', '.join(METRICS)}")
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(f"unknown sampler {v!r}; available: {', '.join(SAMPLERS)}")
+        return v
+
+
+class MethodsSpec(_Strict):
+    seeds: int = Field(3, ge=0, le=100)
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    storage: str = "runs"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    data: DataSpec = DataSpec()
+    teacher: TeacherSpec = TeacherSpec()
+    student: StudentSpec = StudentSpec()
+    search: SearchSpec = SearchSpec()
+    methods: MethodsSpec = MethodsSpec()
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.storage) / self.name
+
+    def student_for(self, params: dict[str, Any]) -> StudentSpec:
+        """The student spec of one trial: the base `student` with the searched `params` applied."""
+        return StudentSpec.model_validate({**self.student.model_dump(), **params})
+
+
+def spec_hash(spec: Spec) -> str:
+    """Stable short hash of a validated spec (its canonical JSON), stored next to the frozen copy."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and error formatting
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a YAML spec; raise `SpecError` listing every problem with its path."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(str(path), ["file not found"], "Give the path of an existing YAML spec, e.g. search_spaces/digits.yaml.") from None
+    except OSError as e:
+        raise SpecError(str(path), [f"cannot read the file ({e.strerror})"], "Check the path and its permissions.") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(
+            str(path), [f"{where}YAML syntax error: {problem}"], "Fix the YAML syntax at that line (indentation, a missing ':' or an unclosed bracket)."
+        ) from None
+    return validate_spec(raw, source=str(path))
+
+
+def validate_spec(raw: Any, source: str = "<spec>") -> Spec:
+    if not isinstance(raw, dict):
+        raise SpecError(source, [f"the top level must be a mapping of keys (name, data, teacher, ...), got {type(raw).__name__}"])
+    problems: list[str] = []
+    spec = None
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as e:
+        problems.extend(_format_errors(e, Spec))
+    # Search-space keys are checked against the student fields even when other parts failed.
+    space = raw.get("search", {}).get("space") if isinstance(raw.get("search"), dict) else None
+    if isinstance(space, dict):
+        problems.extend(_check_space(space, raw.get("student") if isinstance(raw.get("student"), dict) else {}))
+    if problems or spec is None:
+        raise SpecError(source, _dedupe(problems))
+    return spec
+
+
+def _check_space(space: dict, student_raw: dict) -> list[str]:
+    problems = []
+    for key, entry in space.items():
+        if key not in SEARCHABLE:
+            problems.append(
+                f"search.space.{key}: not a parameter the student trainable knows; searchable: {', '.join(SEARCHABLE)}"
+            )
+            continue
+        try:
+            dist = Distribution.model_validate(entry)
+        except ValidationError:
+            continue  # already reported by the main validation
+        for value in dist.values_to_check():
+            try:
+                StudentSpec.model_validate({**(student_raw or {}), key: value})
+            except ValidationError as e:
+                # Only errors of this field: the other student fields are reported by the main pass.
+                for err in e.errors():
+                    if err["loc"][:1] == (key,):
+                        problems.append(f"search.space.{key}: {dist.kind} value {value!r} is not a valid student.{key}: {_message(err)}")
+    return problems
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)
+
+
+def _format_errors(e: ValidationError, root: type[BaseModel]) -> list[str]:
+    out = []
+    for err in e.errors():
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            valid = _fields_at(root, err["loc"][:-1])
+            hint = f"; valid keys here: {', '.join(valid)}" if valid else ""
+            out.append(f"{path}: unknown key{hint}")
+        else:
+            out.append(f"{path}: {_message(err)}")
+    return out
+
+
+def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
+    model: Any = root
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return []
+        model = model.model_fields[part].annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+_TEMPLATES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "literal_error": "must be one of {expected}",
+    "missing": "required, missing",
+    "string_pattern_mismatch": "must match {pattern} (letters, digits, '.', '_', '-')",
+}
+
+
+def _message(err: dict) -> str:
+    template = _TEMPLATES.get(err["type"])
+    if template is not None:
+        msg = template.format(**err.get("ctx", {}))
+    else:
+        msg = err["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        msg = msg.replace("Input should be", "must be")
+    if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict):
+        msg += f", got {err['input']!r}"
+    return msg

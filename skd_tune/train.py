@@ -1,0 +1,224 @@
+"""Plain torch training loops for teacher and student (no Ray here: trainables.py wraps these).
+
+The whole split lives on the device as one tensor (uint8 where the source is uint8); batches are
+indexed there and scaled to [0, 1] on the fly, so there are no DataLoader workers and no per-batch
+host-to-device copies. The device is picked at run time; AMP (bf16, or fp16 with a grad scaler) is
+used on CUDA only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import DistillationLoss, class_logits, class_membership
+from .metrics import classification_metrics
+
+__all__ = [
+    "STATE_FILE",
+    "DeviceSplit",
+    "LossFn",
+    "evaluate",
+    "fit",
+    "pick_device",
+    "predict_logits",
+    "load_state",
+    "make_optimizer",
+    "membership_for",
+    "save_state",
+    "set_threads",
+    "student_loss",
+    "teacher_loss",
+    "train_one_epoch",
+]
+
+STATE_FILE = "state.pt"  # a training checkpoint: model, optimizer, epoch (tensors and plain values)
+
+# loss_fn(subclass_logits (B, S), batch indices (B,) into the training split) -> (loss, parts)
+LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """CUDA when a GPU is visible to this process (Ray hides GPUs a trial did not ask for), else CPU."""
+    if prefer:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_threads(cpus: float) -> int:
+    """Give torch as many intra-op threads as the trial's CPU share, so concurrent trials don't fight."""
+    n = max(1, int(math.floor(cpus)))
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    return n
+
+
+@dataclass
+class DeviceSplit:
+    """One split on the device: raw inputs `x` (N, ...) and labels; `batch(idx)` gives [0, 1] floats."""
+
+    x: torch.Tensor
+    subclass: torch.Tensor
+    classes: torch.Tensor
+    scale: float
+
+    @classmethod
+    def from_numpy(cls, x: np.ndarray, subclass: np.ndarray, subclass_to_class: np.ndarray, scale: float, device) -> "DeviceSplit":
+        # Arrays from Ray's object store are read-only: copy once here, never per batch.
+        xt = torch.from_numpy(np.array(x, copy=True)).to(device)
+        sub = torch.from_numpy(np.array(subclass, dtype=np.int64, copy=True)).to(device)
+        s2c = torch.as_tensor(np.asarray(subclass_to_class), dtype=torch.long, device=device)
+        return cls(xt, sub, s2c[sub], float(scale))
+
+    def __len__(self) -> int:
+        return len(self.subclass)
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.x[idx].float().mul_(self.scale)
+
+
+def _autocast(device: torch.device):
+    if device.type != "cuda":
+        return contextlib.nullcontext(), None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return torch.autocast("cuda", dtype=dtype), scaler
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DeviceSplit,
+    loss_fn: LossFn,
+    batch_size: int,
+    seed: int,
+    order: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """One pass over `data` (or over the indices `order`, shuffled) in batches; returns mean loss parts.
+
+    The shuffle is drawn from `seed` alone, so a resumed epoch sees the batches it would have seen.
+    """
+    device = data.x.device
+    model.train()
+    idx_all = order if order is not None else torch.arange(len(data), device=device)
+    g = torch.Generator().manual_seed(int(seed))
+    perm = idx_all[torch.randperm(len(idx_all), generator=g).to(device)]
+    autocast, scaler = _autocast(device)
+    totals: dict[str, torch.Tensor] = {}
+    n_batches = 0
+    for start in range(0, len(perm), batch_size):
+        idx = perm[start : start + batch_size]
+        if len(idx) < 2 and len(perm) > 1:
+            continue  # a batch of one breaks batch norm; its sample is seen next epoch
+        with autocast:
+            out = model(data.batch(idx))
+        loss, parts = loss_fn(out.float(), idx)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        parts = {"loss": loss.detach(), **parts}
+        for k, v in parts.items():
+            totals[k] = totals.get(k, 0) + v
+        n_batches += 1
+    return {f"train_{k}": float(v) / max(n_batches, 1) for k, v in totals.items()}
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: DeviceSplit, batch_size: int = 512) -> torch.Tensor:
+    """Subclass logits (N, S) of every sample, in order, as float32 on the CPU."""
+    model.eval()
+    autocast, _ = _autocast(data.x.device)
+    outs = []
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
+        with autocast:
+            outs.append(model(data.batch(idx)).float())
+    return torch.cat(outs).cpu()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceSplit, membership: torch.Tensor, positive_class: int, prefix: str = "val_", batch_size: int = 512) -> dict[str, float]:
+    """Class metrics (f1, accuracy, auc, precision, recall), class CE and subclass accuracy on `data`."""
+    logits = predict_logits(model, data, batch_size)
+    cls = class_logits(logits, membership.cpu())
+    y = data.classes.cpu()
+    metrics = classification_metrics(y.numpy(), torch.softmax(cls, dim=1).numpy(), positive_class)
+    metrics["loss"] = float(F.cross_entropy(cls, y))
+    metrics["subclass_accuracy"] = float((logits.argmax(1) == data.subclass.cpu()).float().mean())
+    return {prefix + k: v for k, v in metrics.items()}
+
+
+def teacher_loss(train: DeviceSplit) -> LossFn:
+    """Teacher objective with known subclasses: cross-entropy on the subclass labels."""
+
+    def loss_fn(out: torch.Tensor, idx: torch.Tensor):
+        ce = F.cross_entropy(out, train.subclass[idx])
+        return ce, {"ce": ce.detach()}
+
+    return loss_fn
+
+
+def student_loss(train: DeviceSplit, teacher_logits: torch.Tensor | None, objective: DistillationLoss) -> LossFn:
+    """Student objective: `DistillationLoss` against cached teacher logits of the batch (no teacher forward)."""
+
+    def loss_fn(out: torch.Tensor, idx: torch.Tensor):
+        t = teacher_logits[idx] if teacher_logits is not None else None
+        return objective(out, t, train.classes[idx])
+
+    return loss_fn
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    train: DeviceSplit,
+    val: DeviceSplit,
+    membership: torch.Tensor,
+    positive_class: int,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    start_epoch: int = 0,
+) -> Iterator[dict[str, float]]:
+    """Train from `start_epoch` to `epochs`, yielding each epoch's metrics (1-based `epoch`) after it."""
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        metrics = train_one_epoch(model, optimizer, train, loss_fn, batch_size, seed=seed * 1_000_003 + epoch)
+        metrics.update(evaluate(model, val, membership, positive_class))
+        metrics["epoch"] = epoch + 1
+        metrics["epoch_time_s"] = time.perf_counter() - t0
+        yield metrics
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def membership_for(subclass_to_class: np.ndarray, device) -> torch.Tensor:
+    return class_membership(torch.as_tensor(np.asarray(subclass_to_class), dtype=torch.long)).to(device)
+
+
+def save_state(directory: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    """Write a resumable checkpoint (model, optimizer, finished epochs) into `directory`."""
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(epoch)},
+               os.path.join(directory, STATE_FILE))
+
+
+def load_state(directory: str | os.PathLike) -> dict:
+    """A checkpoint written by `save_state`, loaded with `weights_only=True` onto the CPU."""
+    return torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
