@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -354,8 +354,12 @@ def _format_errors(e: ValidationError, root: type[BaseModel]) -> list[str]:
 
 
 def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys valid at `loc` (a pydantic error location) below the model `root`; [] if not a model."""
     model: Any = root
     for part in loc:
+        if get_origin(model) is dict:  # dict[str, Model]: the key is free, descend into the value type
+            model = get_args(model)[1]
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return []
         model = model.model_fields[part].annotation
@@ -378,12 +382,13 @@ _TEMPLATES = {
 def _message(err: dict) -> str:
     template = _TEMPLATES.get(err["type"])
     if template is not None:
-        msg = template.format(**err.get("ctx", {}))
+        ctx = {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in err.get("ctx", {}).items()}
+        msg = template.format(**ctx)
     else:
         msg = err["msg"]
         for prefix in ("Value error, ", "Assertion failed, "):
             msg = msg.removeprefix(prefix)
         msg = msg.replace("Input should be", "must be")
-    if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict):
+    if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict) and ", got " not in msg and not (isinstance(err["input"], str) and repr(err["input"]) in msg):
         msg += f", got {err['input']!r}"
     return msg

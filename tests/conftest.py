@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny specs written to disk and the CLI run as a real subprocess."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A digits search small enough for a test: seconds of training, the real Ray/Optuna/Parquet path.
+TINY_SPEC = {
+    "name": "tiny",
+    "storage": "runs",
+    "seed": 0,
+    "data": {"source": "digits"},
+    "teacher": {"model": "cnn_small", "epochs": 3, "batch_size": 128, "lr": 3e-3, "resources": {"cpu": 1}},
+    "student": {"model": "mlp_tiny", "epochs": 3, "batch_size": 128, "lr": 1e-2, "resources": {"cpu": 1}},
+    "search": {
+        "metric": "val_f1",
+        "mode": "max",
+        "num_samples": 4,
+        "max_concurrent": 2,
+        "sampler": "tpe",
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        "space": {
+            "temperature": {"loguniform": [1.0, 10.0]},
+            "w_skd": {"uniform": [0.0, 1.0]},
+            "w_kd": {"uniform": [0.0, 1.0]},
+            "lr": {"loguniform": [3e-3, 3e-2]},
+        },
+    },
+}
+
+
+def deep_update(base: dict, changes: dict) -> dict:
+    """`base` with `changes` merged in, key by key; a `space` given in `changes` replaces the whole space."""
+    out = copy.deepcopy(base)
+    for k, v in changes.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "space":
+            out[k] = deep_update(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """write_spec(changes=None, name="spec.yaml") -> path of a YAML spec (TINY_SPEC updated with `changes`)."""
+
+    def _write(changes: dict | None = None, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(deep_update(TINY_SPEC, changes or {}), sort_keys=False))
+        return path
+
+    return _write
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`skd-tune ARGS` as a user runs it, in `cwd`; returns the completed process (text output)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "skd_tune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )

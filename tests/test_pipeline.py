@@ -1,0 +1,137 @@
+"""End to end: `skd-tune run` as a subprocess on local Ray, real Optuna, torch and Parquet files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from skd_tune.data import load_dataset
+from skd_tune.export import evaluate_exported, load_student, predict
+from skd_tune.spec import load_spec
+
+from .conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny search, shared by the assertions below: (cwd, spec path, experiment dir, process)."""
+    from .conftest import TINY_SPEC
+
+    cwd = tmp_path_factory.mktemp("tiny")
+    spec_path = cwd / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(TINY_SPEC, sort_keys=False))
+    proc = run_cli("run", str(spec_path), cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return cwd, spec_path, cwd / "runs" / "tiny", proc
+
+
+def test_progress_lines_not_ray_logs(tiny_run):
+    _, _, _, proc = tiny_run
+    out = proc.stdout
+    assert "[teacher] trials 1/1 done" in out
+    assert "[student] trials 4/4 done, 0 running, 0 pending, 0 errored | best val_f1" in out
+    assert "loaded back: test f1" in out
+    # Ray's own output is off unless -v: no trial tables, no worker log prefixes
+    assert "Trial status" not in out and "(pid=" not in out
+    assert "Traceback" not in proc.stderr
+
+
+def test_experiment_layout_and_state(tiny_run):
+    _, spec_path, exp, _ = tiny_run
+    for path in ("spec.yaml", "state.json", "teacher", "teacher_logits", "student", "results/trials.parquet",
+                 "results/epochs.parquet", "export/model.pt", "export/meta.json"):
+        assert (exp / path).exists(), path
+    state = json.loads((exp / "state.json").read_text())
+    assert set(state["stages"]) == {"teacher", "teacher_logits", "student", "export"}
+    frozen = yaml.safe_load((exp / "spec.yaml").read_text())
+    assert frozen == load_spec(spec_path).model_dump(mode="json")
+
+
+def test_teacher_logits_cover_every_split(tiny_run):
+    _, spec_path, exp, _ = tiny_run
+    data = load_dataset(load_spec(spec_path).data, 0)
+    for split in ("train", "val", "test"):
+        logits = np.load(exp / "teacher_logits" / f"{split}.npy")
+        assert logits.shape == (len(data.split(split)), data.num_subclasses)
+        assert np.isfinite(logits).all()
+    # the cached teacher is better than chance on the test split
+    acc = (np.load(exp / "teacher_logits" / "test.npy").argmax(1) == data.test.subclass).mean()
+    assert acc > 0.5
+
+
+def test_trials_and_epochs_tables(tiny_run):
+    _, _, exp, _ = tiny_run
+    trials = pd.read_parquet(exp / "results" / "trials.parquet")
+    epochs = pd.read_parquet(exp / "results" / "epochs.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    for col in ("temperature", "w_skd", "w_kd", "lr", "status", "best_val_f1", "last_val_f1", "epochs", "checkpoint_path", "error"):
+        assert col in trials, col
+    assert (trials["status"] == "TERMINATED").all()
+    assert trials["temperature"].between(1.0, 10.0).all() and trials["w_skd"].between(0, 1).all()
+    assert trials["epochs"].between(1, 3).all()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert epochs.groupby("trial_id").size().sort_index().tolist() == trials.set_index("trial_id")["epochs"].sort_index().tolist()
+    for rel in trials["checkpoint_path"]:
+        assert (exp / rel / "state.pt").exists()
+    teacher = pd.read_parquet(exp / "results" / "teacher_epochs.parquet")
+    assert teacher["epoch"].tolist() == [1, 2, 3]
+
+
+def test_export_loads_with_weights_only_and_predicts(tiny_run):
+    _, spec_path, exp, _ = tiny_run
+    state = torch.load(exp / "export" / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    model, meta = load_student(exp / "export")
+    data = load_dataset(load_spec(spec_path).data, 0)
+    metrics = evaluate_exported(model, meta, data.test.x, data.classes("test"))
+    assert metrics == pytest.approx(meta["metrics"]["test"])
+    assert metrics["accuracy"] > 0.7  # 3 epochs of a tiny MLP; chance is 0.5
+    class_p, sub_p = predict(model, meta, data.test.x[:5])
+    assert class_p.shape == (5, 2) and sub_p.shape == (5, 10)
+    np.testing.assert_allclose(class_p.sum(1), 1, atol=1e-5)
+    trials = pd.read_parquet(exp / "results" / "trials.parquet")
+    assert meta["metrics"]["val"]["trial_id"] == trials.loc[trials["best_val_f1"].idxmax(), "trial_id"]
+
+
+def test_rerun_resumes_without_new_trials(tiny_run):
+    cwd, spec_path, exp, _ = tiny_run
+    before = pd.read_parquet(exp / "results" / "trials.parquet")
+    proc = run_cli("run", str(spec_path), cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "(resuming)" in proc.stdout
+    after = pd.read_parquet(exp / "results" / "trials.parquet")
+    assert sorted(after["trial_id"]) == sorted(before["trial_id"])
+    assert len(list((exp / "student").glob("student_trainable_*"))) == 4
+
+
+def test_changed_spec_is_refused(tiny_run, tmp_path):
+    cwd, spec_path, exp, _ = tiny_run
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["student"]["epochs"] = 5
+    changed = cwd / "changed.yaml"
+    changed.write_text(yaml.safe_dump(raw))
+    proc = run_cli("run", str(changed), cwd=cwd)
+    assert proc.returncode == 2
+    assert "student.epochs: 3 -> 5" in proc.stderr
+    assert "new `name:`" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_digits_demo_meets_acceptance(tmp_path):
+    """The README's `make run` spec: num_samples trials recorded and the exported student's test F1 > 0.9."""
+    spec_path = REPO / "search_spaces" / "digits.yaml"
+    spec = load_spec(spec_path)
+    proc = run_cli("run", str(spec_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exp = tmp_path / spec.storage / spec.name
+    trials = pd.read_parquet(exp / "results" / "trials.parquet")
+    assert len(trials) == spec.search.num_samples
+    model, meta = load_student(exp / "export")
+    data = load_dataset(spec.data, spec.seed)
+    assert evaluate_exported(model, meta, data.test.x, data.classes("test"))["f1"] > 0.9

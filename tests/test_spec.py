@@ -1,0 +1,124 @@
+"""The spec: the shipped specs load, and every kind of mistake gets one clear paragraph and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from skd_tune.cli import main
+from skd_tune.spec import SpecError, Spec, load_spec, spec_hash
+
+from .conftest import REPO, TINY_SPEC, deep_update, run_cli
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_specs_are_valid(path):
+    spec = load_spec(path)
+    assert spec.search.num_samples >= 1
+    # every searched key is applied to the student spec with the lower bound of its range
+    params = {k: d.values_to_check()[0] for k, d in spec.search.space.items()}
+    assert spec.student_for(params).model_dump()[next(iter(params))] == next(iter(params.values()))
+
+
+def test_defaults_and_hash_are_stable():
+    a = Spec.model_validate(TINY_SPEC)
+    b = Spec.model_validate(deep_update(TINY_SPEC, {}))
+    assert spec_hash(a) == spec_hash(b)
+    c = Spec.model_validate(deep_update(TINY_SPEC, {"student": {"epochs": 4}}))
+    assert spec_hash(a) != spec_hash(c)
+
+
+# (id, changes applied to TINY_SPEC, text expected in the message: the field's dotted path and the fix)
+BAD = [
+    ("unknown-top-key", {"nmae": "x"}, r"nmae: unknown key; valid keys here: name, storage"),
+    ("unknown-nested-key", {"student": {"modle": "mlp"}}, r"student\.modle: unknown key; valid keys here: model"),
+    ("unknown-deep-key", {"student": {"resources": {"gpus": 1}}}, r"student\.resources\.gpus: unknown key; valid keys here: cpu, gpu"),
+    ("unknown-scheduler-key", {"search": {"scheduler": {"grace": 1}}}, r"search\.scheduler\.grace: unknown key"),
+    ("wrong-type-epochs", {"student": {"epochs": "many"}}, r"student\.epochs: must be a valid integer.*got 'many'"),
+    ("wrong-type-lr", {"teacher": {"lr": [1, 2]}}, r"teacher\.lr: must be a valid number"),
+    ("negative-epochs", {"teacher": {"epochs": -3}}, r"teacher\.epochs: must be >= 1, got -3"),
+    ("zero-batch", {"student": {"batch_size": 0}}, r"student\.batch_size: must be >= 1, got 0"),
+    ("negative-temperature", {"student": {"temperature": -1}}, r"student\.temperature: must be > 0, got -1"),
+    ("num-samples-zero", {"search": {"num_samples": 0}}, r"search\.num_samples: must be >= 1, got 0"),
+    ("max-concurrent-zero", {"search": {"max_concurrent": 0}}, r"search\.max_concurrent: must be >= 1"),
+    ("gpu-fraction-negative", {"student": {"resources": {"gpu": -0.5}}}, r"student\.resources\.gpu: must be >= 0"),
+    ("gpu-fraction-over-one", {"student": {"resources": {"gpu": 1.5}}}, r"student\.resources\.gpu: must be a fraction in \[0, 1\] or a whole number"),
+    ("cpu-zero", {"teacher": {"resources": {"cpu": 0}}}, r"teacher\.resources\.cpu: must be > 0"),
+    ("unknown-model", {"student": {"model": "resnet9000"}}, r"student\.model: unknown model 'resnet9000'; available: .*mlp.*resnet18"),
+    ("unknown-teacher-model", {"teacher": {"model": "vit"}}, r"teacher\.model: unknown model 'vit'"),
+    ("unknown-sampler", {"search": {"sampler": "grid"}}, r"search\.sampler: unknown sampler 'grid'; available: tpe, cmaes, random"),
+    ("unknown-scheduler", {"search": {"scheduler": {"name": "pbt"}}}, r"search\.scheduler\.name: unknown scheduler 'pbt'; available: asha, fifo"),
+    ("unknown-source", {"data": {"source": "mnist"}}, r"data\.source: unknown dataset source 'mnist'; available: digits"),
+    ("unknown-metric", {"search": {"metric": "val_mcc"}}, r"search\.metric: unknown metric 'val_mcc'; the student trials report: val_f1"),
+    ("bad-mode", {"search": {"mode": "maximise"}}, r"search\.mode: must be one of 'max' or 'min'"),
+    ("missing-data-path", {"data": {"source": "npz", "root": "no/such/file.npz"}}, r"data\.root: path 'no/such/file\.npz' does not exist"),
+    ("data-path-required", {"data": {"source": "npz"}}, r"data\.root is required for source 'npz'"),
+    ("loguniform-low-zero", {"search": {"space": {"temperature": {"loguniform": [0, 5]}}}}, r"search\.space\.temperature: loguniform: low must be > 0"),
+    ("low-above-high", {"search": {"space": {"w_skd": {"uniform": [0.8, 0.2]}}}}, r"search\.space\.w_skd: uniform: low must be <= high, got \[0\.8, 0\.2\]"),
+    ("empty-choice", {"search": {"space": {"lr": {"choice": []}}}}, r"search\.space\.lr: choice: must list at least one value"),
+    ("two-kinds", {"search": {"space": {"lr": {"uniform": [0.1, 0.2], "loguniform": [0.1, 0.2]}}}}, r"search\.space\.lr: give exactly one of"),
+    ("unknown-dist", {"search": {"space": {"lr": {"normal": [0, 1]}}}}, r"search\.space\.lr\.normal: unknown key; valid keys here: uniform, loguniform, int, choice"),
+    ("unknown-param", {"search": {"space": {"gamma": {"uniform": [0, 1]}}}}, r"search\.space\.gamma: not a parameter the student trainable knows; searchable: temperature"),
+    ("temperature-bound-invalid", {"search": {"space": {"temperature": {"uniform": [-2, 5]}}}}, r"search\.space\.temperature: uniform value -2(\.0)? is not a valid student\.temperature: must be > 0"),
+    ("weight-bound-invalid", {"search": {"space": {"w_kd": {"uniform": [-1, 1]}}}}, r"search\.space\.w_kd: uniform value -1(\.0)? is not a valid student\.w_kd: must be >= 0"),
+    ("bad-name", {"name": "my run/1"}, r"name: must match"),
+    ("val-fraction", {"data": {"val_fraction": 0.9}}, r"data\.val_fraction: must be < 0\.5"),
+]
+
+
+@pytest.mark.parametrize("case_id,changes,pattern", BAD, ids=[b[0] for b in BAD])
+def test_bad_spec_one_paragraph_exit_2(case_id, changes, pattern, write_spec, capsys):
+    path = write_spec(changes)
+    with pytest.raises(SpecError, match=pattern):
+        load_spec(path)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ")
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1  # one paragraph
+
+
+def test_every_mistake_reported_in_one_pass(write_spec):
+    path = write_spec({"student": {"temperature": -1, "modle": "x"}, "search": {"sampler": "grid", "num_samples": 0}})
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert len(info.value.problems) == 4
+    assert "4 problems" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text,pattern",
+    [
+        ("name: x\nstudent:\n  epochs: [1\n", r"line 4, column 1: YAML syntax error"),
+        ("name: x\n  student: 3\n", r"line 2, column 10: YAML syntax error"),
+        ("- just\n- a list\n", r"the top level must be a mapping"),
+        ("name: x\nstudent: !!python/object/apply:os.system ['true']\n", r"YAML syntax error"),
+    ],
+    ids=["unclosed-bracket", "bad-indent", "not-a-mapping", "python-tag-refused"],
+)
+def test_yaml_errors(tmp_path, text, pattern):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=pattern):
+        load_spec(path)
+
+
+def test_missing_spec_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_cli_subprocess_exit_code_and_no_traceback(write_spec, tmp_path):
+    path = write_spec({"student": {"temperature": 0}})
+    proc = run_cli("run", str(path), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "student.temperature: must be > 0, got 0" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "runs").exists()  # nothing is created for a spec that does not validate
+
+
+def test_help_lists_run(tmp_path):
+    proc = run_cli("--help", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and "run" in proc.stdout
