@@ -101,14 +101,23 @@ class Experiment:
         if self.spec_file.exists():
             old = yaml.safe_load(self.spec_file.read_text()) or {}
             old_hash = self.read_state().get("spec_hash")
-            if old_hash != digest:
+            nothing_computed = not self.read_state()["stages"] and not any((self.root / d).exists() for d in ("teacher", "student"))
+            if old_hash != digest and not nothing_computed:
                 diffs = _diff(old, frozen)
                 raise PipelineError(
                     f"{self.root} was started from a different spec; fields that differ: {'; '.join(diffs) or '(unknown)'}. "
                     f"Either restore the old spec (a copy is in {self.spec_file}) to resume this experiment, or give "
                     "the spec a new `name:` to start a new experiment"
                 )
-            return True
+            if old_hash == digest:
+                return True
+        elif self.root.is_dir() and any(self.root.iterdir()):
+            raise PipelineError(
+                f"{self.root} exists and is not an skd-tune experiment (it has no spec.yaml); nothing was written to it. "
+                "Give the spec another `name:` or `storage:`, or empty that directory"
+            )
+        elif self.root.exists() and not self.root.is_dir():
+            raise PipelineError(f"{self.root} is a file, not an experiment directory; give the spec another `name:` or `storage:`")
         self.root.mkdir(parents=True, exist_ok=True)
         self.spec_file.write_text(yaml.safe_dump(frozen, sort_keys=False))
         self.write_state({"spec_hash": digest, "stages": {}})
@@ -130,9 +139,15 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 # Keys Ray adds to every result that say nothing about the training (kept out of epochs.parquet).
 _RAY_BOOKKEEPING = {
-    "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "date", "time_this_iter_s", "pid",
+    "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "date", "time_this_iter_s",
     "time_since_restore", "iterations_since_restore", "timestamp", "config", "experiment_tag", "trial_id",
 }
+
+
+def _short_error(error: BaseException | str | None) -> str:
+    """The last line of a (remote) traceback: what a user needs in a one-paragraph message."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error"
 
 
 def _trial_dirname(trial) -> str:
@@ -245,6 +260,29 @@ def init_ray(address: str | None = None, verbose: bool = False) -> None:
     )
 
 
+def _preflight_models(spec: Spec, data: Dataset) -> None:
+    """Build teacher and student and run two samples through each on the CPU, before any Ray work,
+    so a model that cannot take the data fails here with its spec field named, not inside a trial."""
+    import torch
+
+    from .models import build_model
+
+    x = torch.as_tensor(np.array(data.train.x[:2]), dtype=torch.float32) * data.scale
+    for role in ("teacher", "student"):
+        model_name = getattr(spec, role).model
+        try:
+            model = build_model(model_name, data.num_subclasses, data.input_shape, data.mean, data.std, False).eval()
+            with torch.no_grad():
+                out = model(x)
+        except (ValueError, RuntimeError) as e:
+            raise PipelineError(
+                f"{role}.model {model_name!r} cannot take the {data.name} inputs of shape {data.input_shape}: "
+                f"{_short_error(e)}. Choose another {role}.model in the spec"
+            ) from None
+        if tuple(out.shape) != (2, data.num_subclasses):
+            raise PipelineError(f"{role}.model {model_name!r} gives outputs of shape {tuple(out.shape)[1:]}, expected ({data.num_subclasses},)")
+
+
 def _check_resources(spec: Spec) -> None:
     import ray
 
@@ -306,7 +344,10 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, printer, resume_cmd:
     grid = _tune_stage("teacher", exp, trainable, make).fit()
     _interrupted_or_failed("teacher", grid, 1, resume_cmd)
     if grid.num_errors:
-        raise PipelineError(f"the teacher trial failed: {grid.errors[0]}; see {exp.root / 'teacher'} for its log")
+        raise PipelineError(
+            f"the teacher trial failed: {_short_error(grid.errors[0])}. Its full log is under {exp.root / 'teacher'}; "
+            "fix the cause and run the same command again to resume"
+        )
     best = grid.get_best_result(metric, mode)
     checkpoint = best.get_best_checkpoint(metric, mode)
     best_metrics = next(m for c, m in best.best_checkpoints if c.path == checkpoint.path)
@@ -438,7 +479,10 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
     tables.flush(force=True)
     _interrupted_or_failed("student", grid, s.num_samples, resume_cmd)
     if grid.num_terminated == 0:
-        raise PipelineError(f"every student trial failed; the first error: {grid.errors[0] if grid.errors else '?'}")
+        raise PipelineError(
+            f"every student trial failed; the first error: {_short_error(grid.errors[0] if grid.errors else None)}. "
+            f"Each trial's error text is in {exp.results_dir / 'trials.parquet'} (column `error`)"
+        )
     exp.mark_done("student", trials=s.num_samples, errored=grid.num_errors)
     return tables
 
@@ -481,10 +525,11 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
         resume_cmd: str = "skd-tune run SPEC") -> RunSummary:
     """Run (or resume) every stage of the experiment the spec describes."""
     t0 = time.perf_counter()
+    data = load_dataset(spec.data, spec.seed)
+    _preflight_models(spec, data)
     exp = Experiment(spec.experiment_dir.resolve())
     resumed = exp.prepare(spec)
     printer(f"experiment {exp.root} ({'resuming' if resumed else 'new'})")
-    data = load_dataset(spec.data, spec.seed)
     bits = label_bits(data.train.subclass, data.subclass_to_class)
     printer(
         f"data {data.name}: train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, "
