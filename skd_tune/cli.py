@@ -15,9 +15,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skd-tune", description="Hyperparameter search for subclass knowledge distillation on Ray Tune + Optuna.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run (or resume) the experiment a YAML spec describes")
-    r.add_argument("spec", help="path of the YAML spec, e.g. search_spaces/digits.yaml")
+    r.add_argument("spec", help="a YAML spec (e.g. search_spaces/digits.yaml), or an experiment directory to resume")
     r.add_argument("--address", default=None, help="Ray cluster to join ('auto', 'ray://host:10001'); default: start local Ray")
     r.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and worker output")
+    st = sub.add_parser("status", help="stages done, trials by status, best so far (works while a search runs)")
+    st.add_argument("experiment", help="experiment directory, e.g. runs/digits-skd")
     return p
 
 
@@ -26,8 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .pipeline import PipelineError, SearchInterrupted
     from .spec import SpecError, load_spec
+    from .status import NotAnExperiment
 
     try:
+        if args.command == "status":
+            from .status import experiment_status, format_status
+
+            print(format_status(experiment_status(args.experiment)))
+            return 0
         if args.command == "run":
             from .pipeline import run
 
@@ -36,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                           printer=lambda line: print(line, flush=True))
             print(f"done in {summary.seconds:.0f} s: {summary.experiment}")
             return 0
-    except (SpecError, DataError, PipelineError) as e:
+    except (SpecError, DataError, PipelineError, NotAnExperiment) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (SearchInterrupted, KeyboardInterrupt) as e:

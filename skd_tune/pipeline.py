@@ -23,7 +23,7 @@ import yaml
 from .data import Dataset, load_dataset
 from .metrics import classification_metrics, label_bits
 from .results import ResultsTables
-from .spec import Spec, spec_hash
+from .spec import LOCATION_FIELDS, Spec, spec_hash
 
 __all__ = ["Experiment", "PipelineError", "SearchInterrupted", "run"]
 
@@ -103,7 +103,8 @@ class Experiment:
             old_hash = self.read_state().get("spec_hash")
             nothing_computed = not self.read_state()["stages"] and not any((self.root / d).exists() for d in ("teacher", "student"))
             if old_hash != digest and not nothing_computed:
-                diffs = _diff(old, frozen)
+                diffs = _diff({k: v for k, v in old.items() if k not in LOCATION_FIELDS},
+                              {k: v for k, v in frozen.items() if k not in LOCATION_FIELDS})
                 raise PipelineError(
                     f"{self.root} was started from a different spec; fields that differ: {'; '.join(diffs) or '(unknown)'}. "
                     f"Either restore the old spec (a copy is in {self.spec_file}) to resume this experiment, or give "

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,7 +68,11 @@ class ResultsTables:
     # -- input -----------------------------------------------------------------------------------
     def add_epoch(self, trial_id: str, params: dict[str, Any], metrics: dict[str, Any]) -> None:
         row = {"trial_id": trial_id}
-        row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
+        for k, v in metrics.items():
+            if isinstance(v, np.generic):
+                v = v.item()
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                row[k] = v
         self._epochs.append(row)
         self.set_trial(trial_id, params=params, status="RUNNING")
 
@@ -103,8 +108,10 @@ class ResultsTables:
             row["epochs"] = int(len(mine))
             if len(mine) and self.metric in mine:
                 values = mine[self.metric].astype(float)
-                best_pos = values.idxmax() if self.mode == "max" else values.idxmin()
-                best = mine.loc[best_pos] if not math.isnan(values.loc[best_pos]) else mine.iloc[-1]
+                if values.notna().any():
+                    best = mine.loc[values.idxmax() if self.mode == "max" else values.idxmin()]
+                else:  # the metric was NaN in every epoch (a diverged trial): report the last epoch
+                    best = mine.iloc[-1]
                 last = mine.iloc[-1]
                 row["best_epoch"] = int(best["epoch"])
                 for col in [c for c in mine.columns if c.startswith("val_")]:
@@ -112,6 +119,7 @@ class ResultsTables:
                     row[f"last_{col}"] = float(last[col])
                 row["time_total_s"] = float(mine["epoch_time_s"].sum()) if "epoch_time_s" in mine else math.nan
             max_epochs = info.get("max_epochs")
+            row["max_epochs"] = max_epochs
             row["stopped_early"] = bool(max_epochs and info["status"] == "TERMINATED" and row["epochs"] < max_epochs)
             row["checkpoint_path"] = info.get("checkpoint_path")
             row["error"] = info.get("error")
@@ -156,5 +164,6 @@ class ResultsTables:
                     status=rec.get("status"),
                     checkpoint_path=rec.get("checkpoint_path") if isinstance(rec.get("checkpoint_path"), str) else None,
                     error=rec.get("error") if isinstance(rec.get("error"), str) else None,
+                    max_epochs=int(rec["max_epochs"]) if pd.notna(rec.get("max_epochs")) else None,
                 )
         self._dirty = False

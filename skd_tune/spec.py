@@ -258,9 +258,13 @@ class Spec(_Strict):
         return StudentSpec.model_validate({**self.student.model_dump(), **params})
 
 
+# Where an experiment lives is not part of what it computes: a moved or renamed directory resumes.
+LOCATION_FIELDS = {"name", "storage"}
+
+
 def spec_hash(spec: Spec) -> str:
-    """Stable short hash of a validated spec (its canonical JSON), stored next to the frozen copy."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Stable short hash of what a spec computes (its canonical JSON without `name` and `storage`)."""
+    canonical = json.dumps(spec.model_dump(mode="json", exclude=LOCATION_FIELDS), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -269,8 +273,20 @@ def spec_hash(spec: Spec) -> str:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a YAML spec; raise `SpecError` listing every problem with its path."""
+    """Read and validate a YAML spec; raise `SpecError` listing every problem with its path.
+
+    `path` may also be an experiment directory: its frozen `spec.yaml` is loaded and pointed at the
+    directory where it now lies (so a moved experiment resumes in place).
+    """
     path = Path(path)
+    if path.is_dir():
+        frozen = path / "spec.yaml"
+        if not frozen.exists():
+            raise SpecError(str(path), ["a directory without spec.yaml: not an skd-tune experiment"],
+                            "Give a YAML spec, or the directory of an experiment (it holds spec.yaml and state.json).")
+        spec = load_spec(frozen)
+        root = path.resolve()
+        return spec.model_copy(update={"name": root.name, "storage": str(root.parent)})
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -76,7 +76,7 @@ class DeviceSplit:
         # Arrays from Ray's object store are read-only: copy once here, never per batch.
         xt = torch.from_numpy(np.array(x, copy=True)).to(device)
         sub = torch.from_numpy(np.array(subclass, dtype=np.int64, copy=True)).to(device)
-        s2c = torch.as_tensor(np.asarray(subclass_to_class), dtype=torch.long, device=device)
+        s2c = torch.as_tensor(np.array(subclass_to_class, dtype=np.int64, copy=True), device=device)
         return cls(xt, sub, s2c[sub], float(scale))
 
     def __len__(self) -> int:
@@ -210,7 +210,7 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
 
 
 def membership_for(subclass_to_class: np.ndarray, device) -> torch.Tensor:
-    return class_membership(torch.as_tensor(np.asarray(subclass_to_class), dtype=torch.long)).to(device)
+    return class_membership(torch.as_tensor(np.array(subclass_to_class, dtype=np.int64, copy=True))).to(device)
 
 
 def save_state(directory: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:

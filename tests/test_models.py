@@ -1,0 +1,103 @@
+"""Tests of skd_tune.models: every cheap registered model builds and gives (B, S) subclass logits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from skd_tune.models import MODELS, Normalize, build_model
+
+CHEAP = ["mlp_tiny", "mlp", "cnn_small", "cnn", "resnet18", "mobilenet_v3_small"]
+SHAPES = {"digits": (1, 8, 8), "rgb32": (3, 32, 32)}
+NUM_SUBCLASSES = 7
+BATCH = 3
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(tmp_path, monkeypatch):
+    # pretrained=False must never touch the network; an empty hub cache would surface any attempt.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    torch.manual_seed(0)
+
+
+def test_cheap_models_are_registered() -> None:
+    assert set(CHEAP) <= set(MODELS)
+
+
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+@pytest.mark.parametrize("name", CHEAP)
+def test_build_model_output_shape(name: str, shape_name: str, tmp_path) -> None:
+    shape = SHAPES[shape_name]
+    c = shape[0]
+    model = build_model(name, NUM_SUBCLASSES, shape, mean=[0.5] * c, std=[0.25] * c, pretrained=False)
+    assert isinstance(model, nn.Sequential)
+    assert isinstance(model[0], Normalize)
+    x = torch.rand(BATCH, *shape)
+    model.train()
+    out = model(x)
+    assert out.shape == (BATCH, NUM_SUBCLASSES)
+    assert torch.isfinite(out).all()
+    model.eval()
+    with torch.no_grad():
+        out_eval = model(x)
+    assert out_eval.shape == (BATCH, NUM_SUBCLASSES)
+    assert torch.isfinite(out_eval).all()
+    # The first convolution (if any) reads the dataset's channel count.
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is not None:
+        assert first_conv.in_channels == c
+    assert not (tmp_path / "torch_home").exists()  # nothing was downloaded
+
+
+@pytest.mark.parametrize("name", ["mlp_tiny", "mlp"])
+def test_mlp_on_tabular_input(name: str) -> None:
+    model = build_model(name, NUM_SUBCLASSES, (5,), mean=[0.0] * 5, std=[1.0] * 5)
+    assert model[0].mean.shape == (1, 5)
+    assert model(torch.rand(BATCH, 5)).shape == (BATCH, NUM_SUBCLASSES)
+
+
+@pytest.mark.parametrize("name", ["cnn_small", "cnn", "resnet18"])
+def test_image_model_on_tabular_shape_raises(name: str) -> None:
+    with pytest.raises(ValueError, match=r"needs image inputs \(C, H, W\).*use model: mlp"):
+        build_model(name, NUM_SUBCLASSES, (12,), mean=[0.0] * 12, std=[1.0] * 12)
+
+
+def test_unknown_model_lists_available_names() -> None:
+    with pytest.raises(ValueError, match=r"unknown model 'vgg_giant'; available: ") as info:
+        build_model("vgg_giant", NUM_SUBCLASSES, (1, 8, 8), mean=[0.0], std=[1.0])
+    message = str(info.value)
+    assert message.endswith(", ".join(sorted(MODELS)))
+    for name in MODELS:
+        assert re.search(rf"\b{re.escape(name)}\b", message)
+
+
+def test_normalize_image_per_channel() -> None:
+    norm = Normalize([0.5, 0.25], [0.5, 2.0], image=True)
+    x = torch.rand(4, 2, 3, 3)
+    out = norm(x)
+    torch.testing.assert_close(out[:, 0], (x[:, 0] - 0.5) / 0.5)
+    torch.testing.assert_close(out[:, 1], (x[:, 1] - 0.25) / 2.0)
+    # A hand value: channel 0 pixel 1.0 -> (1 - 0.5) / 0.5 = 1; channel 1 pixel 0.25 -> 0.
+    y = torch.zeros(1, 2, 1, 1)
+    y[0, 0] = 1.0
+    y[0, 1] = 0.25
+    assert norm(y).flatten().tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_normalize_tabular_per_feature() -> None:
+    norm = Normalize([1.0, 2.0, 3.0], [2.0, 4.0, 0.5], image=False)
+    x = torch.tensor([[3.0, 2.0, 4.0], [1.0, 6.0, 3.5]])
+    expected = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])
+    torch.testing.assert_close(norm(x), expected)
+
+
+def test_normalize_is_saved_with_the_model() -> None:
+    # mean/std are buffers: part of the state dict (so an exported model normalises), not parameters.
+    model = build_model("mlp_tiny", 2, (1, 8, 8), mean=[0.3], std=[0.2])
+    state = model.state_dict()
+    assert torch.allclose(state["0.mean"].flatten(), torch.tensor([0.3]))
+    assert torch.allclose(state["0.std"].flatten(), torch.tensor([0.2]))
+    assert not any(n.startswith("0.") for n, _ in model.named_parameters())
