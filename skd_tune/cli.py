@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .data import DataError
-    from .pipeline import PipelineError, SearchInterrupted
+    from .errors import PipelineError, SearchInterrupted
     from .spec import SpecError, load_spec
     from .status import NotAnExperiment
 

@@ -9,9 +9,12 @@ with `Tuner.restore`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +22,11 @@ from typing import Any, Callable
 
 import numpy as np
 import yaml
+from ray import tune
 
 from .data import Dataset, load_dataset
 from .metrics import classification_metrics, label_bits
+from .processes import record_local_ray, stop_orphans
 from .results import ResultsTables
 from .spec import LOCATION_FIELDS, Spec, spec_hash
 
@@ -32,12 +37,7 @@ log = logging.getLogger("skd_tune")
 STAGES = ("teacher", "teacher_logits", "student", "export")
 
 
-class PipelineError(Exception):
-    """A run that cannot go on; `str()` says what happened, where, and what to do."""
-
-
-class SearchInterrupted(Exception):
-    """The driver was interrupted; everything computed so far is saved and the run can resume."""
+from .errors import PipelineError, SearchInterrupted
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 # Keys Ray adds to every result that say nothing about the training (kept out of epochs.parquet).
 _RAY_BOOKKEEPING = {
     "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "date", "time_this_iter_s",
-    "time_since_restore", "iterations_since_restore", "timestamp", "config", "experiment_tag", "trial_id",
+    "time_since_restore", "iterations_since_restore", "config", "experiment_tag", "trial_id",
 }
 
 
@@ -155,81 +155,114 @@ def _trial_dirname(trial) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
-def _make_callbacks(stage: str, spec: Spec, param_names: list[str], total: int, max_epochs: int, printer: Callable[[str], None]):
-    from ray import tune
+class StageCallback(tune.Callback):
+    """Feeds the Parquet tables, prints one progress line whenever the picture changes, and turns
+    SIGINT/SIGTERM into Tune's graceful stop while remembering that the run was interrupted.
 
-    class StageCallback(tune.Callback):
-        """Feeds the Parquet tables and prints one progress line whenever the picture changes.
+    It keeps no paths of its own: the results directory is found from the trials' storage path, so a
+    moved experiment directory keeps working after `Tuner.restore` (which unpickles this object).
+    """
 
-        It keeps no paths of its own: the results directory is found from the trials' experiment path,
-        so a moved experiment directory keeps working after `Tuner.restore`.
-        """
+    def __init__(self, stage: str, param_names: list[str], metric: str, mode: str, total: int, max_epochs: int):
+        self.config = dict(stage=stage, param_names=list(param_names), metric=metric, mode=mode, total=total, max_epochs=max_epochs)
+        self.stage, self.param_names, self.metric, self.mode = stage, list(param_names), metric, mode
+        self.total, self.max_epochs = total, max_epochs
+        self.tables: ResultsTables | None = None
+        self._last_line = ""
+        self._last_print = 0.0
+        self._changed = True
 
-        def __init__(self):
-            self.tables: ResultsTables | None = None
-            self._last_line = ""
-            self._last_print = 0.0
+    def __getstate__(self):  # pickled into tuner.pkl: only the configuration, nothing of this process
+        return self.config
 
-        def __getstate__(self):  # pickled into tuner.pkl: keep nothing that belongs to this process
-            return {}
+    def __setstate__(self, state):
+        self.__init__(**state)
 
-        def __setstate__(self, state):
-            self.__init__()
+    # -- signals ---------------------------------------------------------------------------------
+    def setup(self, **info):
+        # Tune has installed its SIGINT handler (save state, stop the loop, keep running trials
+        # resumable). Chain ours in front of it, and route SIGTERM the same way.
+        tune_handler = signal.getsignal(signal.SIGINT)
+        flag = interrupt_flag()
 
-        def _tables(self, trial) -> ResultsTables:
-            if self.tables is None:
-                # The experiment's storage path (not the local staging copy Ray syncs from).
-                results_dir = Path(trial.storage.experiment_fs_path).parent / "results"
-                prefix = "" if stage == "student" else f"{stage}_"
-                self.tables = ResultsTables(results_dir, param_names, spec.search.metric, spec.search.mode, prefix=prefix)
-            return self.tables
+        def on_signal(signum, frame):
+            if flag.is_set() and signum == signal.SIGTERM:
+                raise KeyboardInterrupt  # a second SIGTERM: stop now
+            flag.set()
+            if callable(tune_handler):
+                tune_handler(signal.SIGINT, frame)
 
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self._tables(trial).set_trial(trial.trial_id, params=trial.config, status="RUNNING", max_epochs=max_epochs)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, on_signal)
+            signal.signal(signal.SIGTERM, on_signal)
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            tables = self._tables(trial)
-            tables.add_epoch(trial.trial_id, trial.config, {k: v for k, v in result.items() if k not in _RAY_BOOKKEEPING})
-            tables.flush()
+    # -- tables ----------------------------------------------------------------------------------
+    def _tables(self, trial) -> ResultsTables:
+        if self.tables is None:
+            # The experiment's storage path (not the local staging copy Ray syncs from).
+            results_dir = Path(trial.storage.experiment_fs_path).parent / "results"
+            prefix = "" if self.stage == "student" else f"{self.stage}_"
+            self.tables = ResultsTables(results_dir, self.param_names, self.metric, self.mode, prefix=prefix)
+        return self.tables
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._tables(trial).set_trial(trial.trial_id, params=trial.config, status="TERMINATED", max_epochs=max_epochs)
-            self._tables(trial).flush(force=True)
+    def _set(self, trial, **kw) -> None:
+        self._tables(trial).set_trial(trial.trial_id, params=trial.config, max_epochs=self.max_epochs, **kw)
+        self._changed = True
 
-        def on_trial_error(self, iteration, trials, trial, **info):
-            error = None
-            if trial.error_file and Path(trial.error_file).exists():
-                error = Path(trial.error_file).read_text()[-4000:]
-            self._tables(trial).set_trial(trial.trial_id, params=trial.config, status="ERROR", error=error or "error")
-            self._tables(trial).flush(force=True)
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._set(trial, status="RUNNING")
 
-        def on_step_end(self, iteration, trials, **info):
-            counts: dict[str, int] = {}
-            for t in trials:
-                counts[t.status] = counts.get(t.status, 0) + 1
-            done = counts.get("TERMINATED", 0)
-            line = (
-                f"[{stage}] trials {done}/{total} done, {counts.get('RUNNING', 0)} running, "
-                f"{max(total - len(trials), 0) + counts.get('PENDING', 0)} pending, {counts.get('ERROR', 0)} errored"
-            )
-            best = self.tables.best_trial() if self.tables is not None else None
-            if best is not None:
-                metric = spec.search.metric
-                params = ", ".join(f"{p}={_fmt(best.get(p))}" for p in param_names)
-                line += f" | best {metric} {best[f'best_{metric}']:.4f} ({best['trial_id']}{': ' + params if params else ''})"
-            now = time.monotonic()
-            if line != self._last_line and now - self._last_print > 0.5:
-                printer(line)
-                self._last_line = line
-                self._last_print = now
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        tables = self._tables(trial)
+        tables.add_epoch(trial.trial_id, trial.config, {k: v for k, v in result.items() if k not in _RAY_BOOKKEEPING})
+        tables.flush()
+        self._changed = True
 
-        def on_experiment_end(self, trials, **info):
-            self._last_print = 0.0
-            self.on_step_end(0, trials)
-            if self.tables is not None:
-                self.tables.flush(force=True)
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._set(trial, status="TERMINATED")
+        self.tables.flush(force=True)
 
-    return [StageCallback()]
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = None
+        if trial.error_file and Path(trial.error_file).exists():
+            error = Path(trial.error_file).read_text()[-4000:]
+        self._set(trial, status="ERROR", error=error or "error")
+        self.tables.flush(force=True)
+
+    # -- progress --------------------------------------------------------------------------------
+    def on_step_end(self, iteration, trials, **info):
+        now = time.monotonic()
+        if not self._changed or now - self._last_print < 0.5:
+            return
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t.status] = counts.get(t.status, 0) + 1
+        line = (
+            f"[{self.stage}] trials {counts.get('TERMINATED', 0)}/{self.total} done, {counts.get('RUNNING', 0)} running, "
+            f"{max(self.total - len(trials), 0) + counts.get('PENDING', 0)} pending, {counts.get('ERROR', 0)} errored"
+        )
+        best = self.tables.best_trial() if self.tables is not None else None
+        if best is not None:
+            params = ", ".join(f"{p}={_fmt(best.get(p))}" for p in self.param_names)
+            line += f" | best {self.metric} {best[f'best_{self.metric}']:.4f} ({best['trial_id']}{': ' + params if params else ''})"
+        self._changed = False
+        if line != self._last_line:
+            print(line, flush=True)
+            self._last_line = line
+            self._last_print = now
+
+    def on_experiment_end(self, trials, **info):
+        self._last_print = 0.0
+        self._changed = True
+        self.on_step_end(0, trials)
+        if self.tables is not None:
+            self.tables.flush(force=True)
+
+
+@functools.lru_cache(maxsize=1)
+def interrupt_flag() -> threading.Event:
+    """Set when this driver got SIGINT/SIGTERM during a Tune stage (created on first use)."""
+    return threading.Event()
 
 
 def _fmt(v: Any) -> str:
@@ -240,8 +273,8 @@ def _fmt(v: Any) -> str:
 # Stages
 
 
-def init_ray(address: str | None = None, verbose: bool = False) -> None:
-    """Start local Ray (or join `address`), quiet unless `verbose`."""
+def init_ray(address: str | None = None, verbose: bool = False) -> bool:
+    """Start local Ray (or join `address`), quiet unless `verbose`. True if this call started local Ray."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Our Parquet tables are the record of every trial: skip Tune's CSV/JSON/TensorBoard loggers.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -252,13 +285,14 @@ def init_ray(address: str | None = None, verbose: bool = False) -> None:
         for name in ("ray", "ray.tune", "ray.train", "ray.data"):
             logging.getLogger(name).setLevel(logging.ERROR)
     if ray.is_initialized():
-        return
+        return False
     ray.init(
         address=address,
         include_dashboard=False,
         log_to_driver=verbose,
         logging_level=logging.INFO if verbose else logging.ERROR,
     )
+    return address is None and not os.environ.get("RAY_ADDRESS")
 
 
 def _preflight_models(spec: Spec, data: Dataset) -> None:
@@ -300,7 +334,7 @@ def _check_resources(spec: Spec) -> None:
 
 def _interrupted_or_failed(stage: str, grid, expected: int, resume_cmd: str) -> None:
     finished = grid.num_terminated + grid.num_errors
-    if finished < expected:
+    if interrupt_flag().is_set() or finished < expected:
         raise SearchInterrupted(
             f"{stage} stage interrupted with {finished}/{expected} trials finished; everything so far is saved. "
             f"Resume with: {resume_cmd}"
@@ -308,17 +342,13 @@ def _interrupted_or_failed(stage: str, grid, expected: int, resume_cmd: str) -> 
 
 
 def _tune_stage(name: str, exp: Experiment, trainable, make_tuner: Callable):
-    from ray import tune
-
     path = exp.root / name
     if tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     return make_tuner()
 
 
-def run_teacher(spec: Spec, exp: Experiment, data: Dataset, printer, resume_cmd: str) -> dict[str, Any]:
-    from ray import tune
-
+def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> dict[str, Any]:
     from .trainables import teacher_trainable
 
     metric, mode = spec.search.metric, spec.search.mode
@@ -338,7 +368,7 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, printer, resume_cmd:
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode),
                 failure_config=tune.FailureConfig(max_failures=2),
-                callbacks=_make_callbacks("teacher", spec, [], 1, spec.teacher.epochs, printer),
+                callbacks=[StageCallback("teacher", [], metric, mode, 1, spec.teacher.epochs)],
             ),
         )
 
@@ -389,7 +419,6 @@ def _class_metrics(sub_logits: np.ndarray, data: Dataset, split: str) -> dict[st
 
 
 def _tune_domains(spec: Spec) -> dict[str, Any]:
-    from ray import tune
 
     space = {}
     for key, dist in spec.search.space.items():
@@ -412,9 +441,8 @@ SAMPLER_FACTORIES: dict[str, Callable[[int], Any]] = {
 }
 
 
-def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np.ndarray], printer, resume_cmd: str):
+def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np.ndarray], resume_cmd: str):
     import optuna
-    from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -454,31 +482,35 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode),
                 failure_config=tune.FailureConfig(max_failures=2),
-                callbacks=_make_callbacks("student", spec, param_names, s.num_samples, spec.student.epochs, printer),
+                callbacks=[StageCallback("student", param_names, s.metric, s.mode, s.num_samples, spec.student.epochs)],
             ),
         )
 
     grid = _tune_stage("student", exp, trainable, make).fit()
-    # Record each trial's best checkpoint and error in the tables (Ray knows them best after fit).
-    tables = ResultsTables(exp.results_dir, param_names, s.metric, s.mode)
+    tables = ResultsTables(exp.results_dir, param_names, s.metric, s.mode)  # replays the journal: every epoch reported
+    try:
+        _interrupted_or_failed("student", grid, s.num_samples, resume_cmd)
+    finally:
+        tables.flush(force=True)
+    # The search finished: take each trial's final status, best checkpoint and error from Ray, which
+    # knows them best (a trial restored as finished reports no new events to the callback).
     for result in grid:
-        trial_id = result.metrics.get("trial_id") if result.metrics else None
-        if trial_id is None:
-            trial_id = Path(result.path).name.split("_", 2)[-1]
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_", 2)[-1]
         ckpt = None
         if result.best_checkpoints:
             try:
                 ckpt = result.get_best_checkpoint(s.metric, s.mode)
-            except (RuntimeError, ValueError):
+            except (RuntimeError, ValueError):  # no checkpoint with a finite metric
                 ckpt = result.checkpoint
         tables.set_trial(
             trial_id,
-            status="ERROR" if result.error else None,
+            params=result.config,
+            status="ERROR" if result.error else "TERMINATED",
             checkpoint_path=os.path.relpath(ckpt.path, exp.root.resolve()) if ckpt is not None else None,
             error=str(result.error)[-4000:] if result.error else None,
+            max_epochs=spec.student.epochs,
         )
     tables.flush(force=True)
-    _interrupted_or_failed("student", grid, s.num_samples, resume_cmd)
     if grid.num_terminated == 0:
         raise PipelineError(
             f"every student trial failed; the first error: {_short_error(grid.errors[0] if grid.errors else None)}. "
@@ -536,10 +568,14 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
         f"data {data.name}: train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, "
         f"{data.num_classes} classes, {data.num_subclasses} subclasses, H(S|C) = {bits:.4f} bits per training sample"
     )
-    init_ray(address, verbose)
+    stopped = stop_orphans(exp.root)
+    if stopped:
+        printer(f"stopped {stopped} local Ray process(es) left behind by an earlier driver of this experiment that was killed")
+    if init_ray(address, verbose):
+        record_local_ray(exp.root)
     _check_resources(spec)
 
-    teacher = exp.stage_done("teacher") or run_teacher(spec, exp, data, printer, resume_cmd)
+    teacher = exp.stage_done("teacher") or run_teacher(spec, exp, data, resume_cmd)
     printer(f"[teacher] done: {spec.search.metric} {teacher['metrics'].get(spec.search.metric, float('nan')):.4f}")
     if exp.stage_done("teacher_logits"):
         logits = load_teacher_logits(exp)
@@ -551,7 +587,7 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     if exp.stage_done("student"):
         tables = ResultsTables(exp.results_dir, list(spec.search.space), spec.search.metric, spec.search.mode)
     else:
-        tables = run_student_search(spec, exp, data, logits, printer, resume_cmd)
+        tables = run_student_search(spec, exp, data, logits, resume_cmd)
     best = run_export(spec, exp, data, tables)
     printer(
         f"[export] best student {best['trial_id']} ({spec.search.metric} {best['val']:.4f}) exported to {exp.export_dir}; "

@@ -2,12 +2,15 @@
 (`trials.parquet`, derived from the epochs plus each trial's status).
 
 Both files are rewritten atomically (write a temporary file in the same directory, then rename), so
-`pandas.read_parquet` works at any moment while a search runs. Nothing here imports Ray: pipeline.py
-feeds the tables from a Ray Tune callback.
+`pandas.read_parquet` works at any moment while a search runs. The rewrites are throttled; what has
+not been rewritten yet is never lost: every record is first appended to `journal.jsonl` (one JSON
+line, no rewrite), which is replayed when the tables are opened again, e.g. after the driver was
+killed. Nothing here imports Ray: pipeline.py feeds the tables from a Ray Tune callback.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -19,7 +22,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["ResultsTables", "read_table", "write_table_atomic"]
+__all__ = ["ResultsError", "ResultsTables", "read_table", "write_table_atomic"]
+
+
+class ResultsError(Exception):
+    """A results file that cannot be read; `str()` names it and the fix."""
 
 TRIAL_STATUS = ("PENDING", "RUNNING", "TERMINATED", "ERROR", "PAUSED")
 
@@ -55,6 +62,7 @@ class ResultsTables:
         self.dir = Path(results_dir)
         self.epochs_path = self.dir / f"{prefix}epochs.parquet"
         self.trials_path = self.dir / f"{prefix}trials.parquet"
+        self.journal_path = self.dir / f"{prefix}journal.jsonl"
         self.param_names = list(param_names)
         self.metric = metric
         self.mode = mode
@@ -63,10 +71,35 @@ class ResultsTables:
         self._trials: dict[str, dict[str, Any]] = {}
         self._last_flush = 0.0
         self._dirty = False
+        self._journal = None
         self._load()
 
     # -- input -----------------------------------------------------------------------------------
     def add_epoch(self, trial_id: str, params: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """Record one epoch's metrics of a trial (and mark the trial RUNNING)."""
+        self._add_epoch(trial_id, params, metrics)
+        self._append({"epoch": {"trial_id": trial_id, "params": _plain(params), "metrics": _plain(metrics)}})
+
+    def set_trial(self, trial_id: str, **fields: Any) -> None:
+        """Update a trial's `params`, `status`, `checkpoint_path`, `error` or `max_epochs`."""
+        self._set_trial(trial_id, **fields)
+        self._append({"trial": {"trial_id": trial_id, **{k: _plain(v) for k, v in fields.items()}}})
+
+    def _append(self, record: dict[str, Any]) -> None:
+        if self._journal is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._journal = open(self.journal_path, "a", buffering=1)  # line-buffered: one write per record
+        self._journal.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def __getstate__(self):
+        raise TypeError("ResultsTables holds an open journal and is not picklable")
+
+    def _add_epoch(self, trial_id: str, params: dict[str, Any], metrics: dict[str, Any]) -> None:
         row = {"trial_id": trial_id}
         for k, v in metrics.items():
             if isinstance(v, np.generic):
@@ -74,9 +107,9 @@ class ResultsTables:
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[k] = v
         self._epochs.append(row)
-        self.set_trial(trial_id, params=params, status="RUNNING")
+        self._set_trial(trial_id, params=params, status="RUNNING")
 
-    def set_trial(self, trial_id: str, *, params: dict[str, Any] | None = None, status: str | None = None,
+    def _set_trial(self, trial_id: str, *, params: dict[str, Any] | None = None, status: str | None = None,
                   checkpoint_path: str | None = None, error: str | None = None, max_epochs: int | None = None) -> None:
         info = self._trials.setdefault(trial_id, {"trial_id": trial_id, "status": "PENDING", "checkpoint_path": None, "error": None})
         if params is not None:
@@ -152,13 +185,29 @@ class ResultsTables:
         return True
 
     def _load(self) -> None:
-        epochs = read_table(self.epochs_path)
+        """Rebuild the state from the journal (complete), or else from the Parquet files."""
+        if self.journal_path.exists():
+            with open(self.journal_path) as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by a kill mid-write: its record was never complete
+                    if "epoch" in record:
+                        r = record["epoch"]
+                        self._add_epoch(r["trial_id"], r["params"], r["metrics"])
+                    elif "trial" in record:
+                        r = dict(record["trial"])
+                        self._set_trial(r.pop("trial_id"), **r)
+            self._dirty = True  # the Parquet files may lag behind the journal
+            return
+        epochs = self._read(self.epochs_path)
         if epochs is not None and not epochs.empty:
             self._epochs = epochs.to_dict("records")
-        trials = read_table(self.trials_path)
+        trials = self._read(self.trials_path)
         if trials is not None and not trials.empty:
             for rec in trials.to_dict("records"):
-                self.set_trial(
+                self._set_trial(
                     rec["trial_id"],
                     params={p: rec.get(p) for p in self.param_names},
                     status=rec.get("status"),
@@ -167,3 +216,26 @@ class ResultsTables:
                     max_epochs=int(rec["max_epochs"]) if pd.notna(rec.get("max_epochs")) else None,
                 )
         self._dirty = False
+
+    @staticmethod
+    def _read(path: Path) -> pd.DataFrame | None:
+        try:
+            return read_table(path)
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid / ArrowIOError
+            raise ResultsError(
+                f"{path}: not a readable Parquet file ({str(e).splitlines()[0]}). It was damaged, and there is no "
+                f"journal to rebuild it from; move it aside and run again (the trials are then re-read as they report)"
+            ) from None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, containers recursively, anything else as `str`."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)

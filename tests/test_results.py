@@ -137,8 +137,6 @@ def test_resume_reloads_what_was_written(tmp_path) -> None:
     assert t2["status"] == "ERROR"
     assert t2["error"] == "boom"
     assert t2["checkpoint_path"] == "student/t2/checkpoint_000000"
-    # Nothing changed yet, so nothing to write.
-    assert second.flush(force=True) is False
 
     # The resumed trial re-reports its last epoch and goes on: no duplicates, the new value wins.
     second.add_epoch("t1", {"lr": 0.01, "temperature": 4.0}, {"epoch": 2, "val_f1": 0.75, "val_loss": 0.25,
@@ -187,7 +185,7 @@ def test_write_leaves_no_temporary_files(tmp_path) -> None:
     tables.flush(force=True)
     _feed(tables, "t1", {"lr": 0.01, "temperature": 4.0}, [0.5, 0.6])
     tables.flush(force=True)
-    assert sorted(os.listdir(tmp_path)) == ["epochs.parquet", "trials.parquet"]
+    assert sorted(os.listdir(tmp_path)) == ["epochs.parquet", "journal.jsonl", "trials.parquet"]
     # The second write replaced the first.
     assert len(pd.read_parquet(tmp_path / "epochs.parquet")) == 2
 
@@ -235,15 +233,41 @@ def test_prefix_names_another_pair_of_tables(tmp_path) -> None:
     teacher = ResultsTables(tmp_path, [], "val_f1", "max", prefix="teacher_")
     _feed(teacher, "teach1", {}, [0.9, 0.95])
     teacher.flush(force=True)
-    assert sorted(os.listdir(tmp_path)) == ["teacher_epochs.parquet", "teacher_trials.parquet"]
+    assert sorted(os.listdir(tmp_path)) == ["teacher_epochs.parquet", "teacher_journal.jsonl", "teacher_trials.parquet"]
     trials = pd.read_parquet(tmp_path / "teacher_trials.parquet")
     assert trials["trial_id"].tolist() == ["teach1"]
     assert trials["best_val_f1"].tolist() == pytest.approx([0.95])
     _feed(student, "s1", {"lr": 0.1, "temperature": 2.0}, [0.7])
     student.flush(force=True)
     assert sorted(os.listdir(tmp_path)) == [
-        "epochs.parquet", "teacher_epochs.parquet", "teacher_trials.parquet", "trials.parquet"
+        "epochs.parquet", "journal.jsonl", "teacher_epochs.parquet", "teacher_journal.jsonl", "teacher_trials.parquet", "trials.parquet"
     ]
     # Each table pair reloads only its own rows.
     assert ResultsTables(tmp_path, [], "val_f1", "max", prefix="teacher_").epochs_frame()["trial_id"].unique().tolist() == ["teach1"]
     assert _tables(tmp_path).epochs_frame()["trial_id"].unique().tolist() == ["s1"]
+
+
+def test_records_not_yet_flushed_survive_a_kill(tmp_path) -> None:
+    """A driver killed between throttled rewrites loses nothing: the journal is replayed on reopen."""
+    first = _tables(tmp_path)
+    _feed(first, "t1", {"lr": 0.01, "temperature": 4.0}, [0.5])
+    first.flush(force=True)
+    _feed(first, "t1", {"lr": 0.01, "temperature": 4.0}, [0.5, 0.6, 0.7])  # never flushed to Parquet
+    first.set_trial("t1", status="TERMINATED", max_epochs=3)
+    with open(tmp_path / "journal.jsonl", "a") as f:
+        f.write('{"epoch": {"trial_id": "t1", "par')  # the kill cut the last record short
+    assert pd.read_parquet(tmp_path / "epochs.parquet")["epoch"].tolist() == [1]
+
+    second = _tables(tmp_path)
+    assert second.epochs_frame()["epoch"].tolist() == [1, 2, 3]
+    assert second.trials_frame().set_index("trial_id").loc["t1", "status"] == "TERMINATED"
+    assert second.flush(force=True) is True
+    assert pd.read_parquet(tmp_path / "epochs.parquet")["epoch"].tolist() == [1, 2, 3]
+
+
+def test_damaged_parquet_without_journal_is_a_clear_error(tmp_path) -> None:
+    from skd_tune.results import ResultsError
+
+    (tmp_path / "trials.parquet").write_bytes(b"PAR1 this is not a whole parquet file")
+    with pytest.raises(ResultsError, match=r"trials\.parquet: not a readable Parquet file .* move it aside"):
+        _tables(tmp_path)
