@@ -342,10 +342,31 @@ def _interrupted_or_failed(stage: str, grid, expected: int, resume_cmd: str) -> 
 
 
 def _tune_stage(name: str, exp: Experiment, trainable, make_tuner: Callable):
+    """Restore the stage's Tune experiment if one was started, else create it.
+
+    Ray writes `tuner.pkl` when a Tuner is built, not atomically: a driver killed at that moment leaves
+    a file that cannot be restored. So the stage is recorded as started in state.json only once its
+    Tuner exists, before `fit`; a directory without that record holds no trial and is started afresh.
+    """
+    import shutil
+
     path = exp.root / name
-    if tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
-    return make_tuner()
+    started = exp.read_state().get("started", {}).get(name)
+    if started and tune.Tuner.can_restore(str(path)):
+        try:
+            return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+        except (EOFError, OSError, ValueError, RuntimeError) as e:
+            raise PipelineError(
+                f"the Ray Tune experiment {path} cannot be restored ({_short_error(e)}). Move that directory aside "
+                f"and run again to redo the {name} stage, or give the spec a new `name:`"
+            ) from None
+    if path.exists():
+        shutil.rmtree(path)  # a Tuner whose construction was cut short: no trial ever ran
+    tuner = make_tuner()
+    state = exp.read_state()
+    state.setdefault("started", {})[name] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    exp.write_state(state)
+    return tuner
 
 
 def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> dict[str, Any]:

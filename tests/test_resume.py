@@ -1,0 +1,163 @@
+"""Interrupted searches resume with nothing lost: real `skd-tune run` subprocesses killed at several
+points (SIGINT, SIGTERM, SIGKILL), then run again with the same command."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from skd_tune.results import ResultsTables
+
+from .conftest import TINY_SPEC, deep_update, run_cli
+
+pytestmark = pytest.mark.slow
+
+# Long enough that a kill lands mid-stage: FIFO (every trial runs all its epochs), small batches.
+KILL_SPEC = deep_update(TINY_SPEC, {
+    "name": "k",
+    "teacher": {"epochs": 6, "batch_size": 32},
+    "student": {"epochs": 8, "batch_size": 32},
+    "search": {"num_samples": 6, "scheduler": {"name": "fifo"},
+               "space": {"temperature": {"loguniform": [1.0, 10.0]}, "w_skd": {"uniform": [0.0, 1.0]}}},
+})
+PARAMS = ["temperature", "w_skd"]
+
+
+def _start(cwd, spec_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    log = open(cwd / "first.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "skd_tune", "run", str(spec_path)], cwd=cwd, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    return proc, cwd / "first.log"
+
+
+def _wait_for(log, ready, proc, timeout: float = 240) -> None:
+    """Wait until `ready(text of the log)` holds (the run reached the kill point)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready(log.read_text()):
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before the kill point:\n{log.read_text()}")
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"the kill point never came:\n{log.read_text()}")
+
+
+def _after(pattern: str):
+    return lambda text: pattern in text
+
+
+def _students_done_at_least(n: int):
+    def ready(text):
+        done = [int(m) for m in re.findall(r"\[student\] trials (\d+)/\d+ done", text)]
+        return bool(done) and max(done) >= n
+    return ready
+
+
+def _reported(exp, prefix=""):
+    """What the killed driver had recorded (the journal replayed): epochs with their timestamps, statuses."""
+    t = ResultsTables(exp / "results", PARAMS if not prefix else [], "val_f1", "max", prefix=prefix)
+    try:
+        return t.epochs_frame(), t.trials_frame()
+    finally:
+        t.close()
+
+
+def _terminated(trials) -> int:
+    return int((trials["status"] == "TERMINATED").sum()) if len(trials) else 0
+
+
+def test_killed_at_every_stage_then_resumed_loses_nothing(tmp_path):
+    """One experiment, killed again and again at successive points, then run to the end.
+
+    Kill points: SIGINT and SIGKILL while the teacher trains, SIGKILL right as the teacher is done (the
+    teacher-logits stage), then SIGINT, SIGTERM and SIGKILL during the student search.
+    """
+    spec_path = tmp_path / "k.yaml"
+    spec_path.write_text(yaml.safe_dump(KILL_SPEC))
+    exp = tmp_path / "runs" / "k"
+    teacher_line = "[teacher] trials 0/1 done, 1 running, 0 pending, 0 errored | best"
+    steps = [
+        (signal.SIGINT, lambda: _after(teacher_line), 130),
+        (signal.SIGKILL, lambda: _after(teacher_line), -9),
+        (signal.SIGKILL, lambda: _after("[teacher] done"), -9),
+        (signal.SIGINT, lambda: _students_done_at_least(_terminated(_reported(exp)[1]) + 1), 130),
+        (signal.SIGTERM, lambda: _students_done_at_least(_terminated(_reported(exp)[1]) + 1), 130),
+        (signal.SIGKILL, lambda: _students_done_at_least(_terminated(_reported(exp)[1]) + 1), -9),
+    ]
+    snapshots = []
+    for sig, ready, code in steps:
+        proc, log = _start(tmp_path, spec_path)
+        _wait_for(log, ready(), proc)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == code, log.read_text()
+        text = log.read_text()
+        if code == 130:
+            assert "Resume with: skd-tune run" in text and "Traceback" not in text
+        snapshots.append((sig, _reported(exp), _reported(exp, "teacher_")))
+
+    again = run_cli("run", str(spec_path), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(resuming)" in again.stdout
+
+    trials = pd.read_parquet(exp / "results" / "trials.parquet")
+    epochs = pd.read_parquet(exp / "results" / "epochs.parquet")
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert (trials["status"] == "TERMINATED").all()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    # FIFO: every trial has every epoch, 1..8, in the table
+    assert all(sorted(g) == list(range(1, 9)) for g in epochs.groupby("trial_id")["epoch"].apply(list))
+    teacher = pd.read_parquet(exp / "results" / "teacher_epochs.parquet")
+    assert teacher["epoch"].tolist() == list(range(1, 7))
+
+    for sig, (before_epochs, before_trials), (before_teacher, _) in snapshots:
+        # Every epoch reported before the kill is still there; trials that had finished were not trained
+        # again (a re-trained epoch would carry a new timestamp); running ones went on from a checkpoint,
+        # so their first epoch was not run again.
+        if len(before_epochs):
+            merged = before_epochs.merge(epochs, on=["trial_id", "epoch"], how="left", suffixes=("_before", ""))
+            assert merged["timestamp"].notna().all(), sig
+            finished = set(before_trials.loc[before_trials["status"] == "TERMINATED", "trial_id"])
+            fin = merged[merged["trial_id"].isin(finished)]
+            assert (fin["timestamp_before"] == fin["timestamp"]).all(), sig
+            first = merged[merged["epoch"] == 1]
+            assert (first["timestamp_before"] == first["timestamp"]).all(), sig
+        if len(before_teacher) >= 2:
+            # the teacher went on from its checkpoint too: its first epoch was never re-run
+            t_first = before_teacher.loc[before_teacher["epoch"] == 1, "timestamp"].tolist()
+            assert teacher.loc[teacher["epoch"] == 1, "timestamp"].tolist() == t_first, sig
+    assert (exp / "export" / "model.pt").exists()
+
+
+def test_moved_experiment_resumes_from_its_new_place(tmp_path):
+    """Interrupt, move the experiment directory elsewhere, resume it there by its directory."""
+    spec_path = tmp_path / "k.yaml"
+    spec_path.write_text(yaml.safe_dump(KILL_SPEC))
+    proc, log = _start(tmp_path, spec_path)
+    _wait_for(log, _students_done_at_least(2), proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    moved = tmp_path / "elsewhere" / "k-moved"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "runs" / "k", moved)
+
+    status = run_cli("status", str(moved), cwd=tmp_path)
+    assert status.returncode == 0 and "not finished; resume with: skd-tune run" in status.stdout
+
+    again = run_cli("run", str(moved), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = pd.read_parquet(moved / "results" / "trials.parquet")
+    assert len(trials) == 6 and (trials["status"] == "TERMINATED").all()
+    assert not (tmp_path / "runs" / "k").exists()  # nothing written back to the old place
+    status = run_cli("status", str(moved), cwd=tmp_path)
+    assert "6/6 terminated" in status.stdout and "export done" in status.stdout
