@@ -25,10 +25,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .data import DataError
-    from .errors import PipelineError, SearchInterrupted
+    from .errors import SearchInterrupted, UserError
     from .spec import SpecError, load_spec
-    from .status import NotAnExperiment
 
     try:
         if args.command == "status":
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                           printer=lambda line: print(line, flush=True))
             print(f"done in {summary.seconds:.0f} s: {summary.experiment}")
             return 0
-    except (SpecError, DataError, PipelineError, NotAnExperiment) as e:
+    except (SpecError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (SearchInterrupted, KeyboardInterrupt) as e:

@@ -388,7 +388,7 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
                 storage_path=str(exp.root.resolve()),
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode),
-                failure_config=tune.FailureConfig(max_failures=2),
+                failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
                 callbacks=[StageCallback("teacher", [], metric, mode, 1, spec.teacher.epochs)],
             ),
         )
@@ -502,7 +502,7 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
                 storage_path=str(exp.root.resolve()),
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode),
-                failure_config=tune.FailureConfig(max_failures=2),
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 callbacks=[StageCallback("student", param_names, s.metric, s.mode, s.num_samples, spec.student.epochs)],
             ),
         )

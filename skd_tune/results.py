@@ -22,11 +22,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import ResultsError
+
 __all__ = ["ResultsError", "ResultsTables", "read_table", "write_table_atomic"]
 
-
-class ResultsError(Exception):
-    """A results file that cannot be read; `str()` names it and the fix."""
 
 TRIAL_STATUS = ("PENDING", "RUNNING", "TERMINATED", "ERROR", "PAUSED")
 

@@ -218,6 +218,7 @@ class SearchSpec(_Strict):
     max_concurrent: int = Field(2, ge=1, le=10_000)
     sampler: str = "tpe"
     scheduler: SchedulerSpec = SchedulerSpec()
+    max_failures: int = Field(2, ge=0, le=100)  # retries of a trial whose worker died, from its last checkpoint
     space: dict[str, Distribution] = Field(default_factory=dict)
 
     @field_validator("metric")

@@ -13,16 +13,13 @@ from typing import Any
 
 import yaml
 
+from .errors import NotAnExperiment
 from .results import read_table
 from .spec import Spec
 
 __all__ = ["ExperimentStatus", "NotAnExperiment", "experiment_status", "format_status"]
 
 STAGES = ("teacher", "teacher_logits", "student", "export")
-
-
-class NotAnExperiment(Exception):
-    """The path is not an skd-tune experiment directory (or its files are damaged)."""
 
 
 @dataclass

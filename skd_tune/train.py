@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import CheckpointError
 from .losses import DistillationLoss, class_logits, class_membership
 from .metrics import classification_metrics
 
 __all__ = [
     "STATE_FILE",
+    "CheckpointError",
     "DeviceSplit",
     "LossFn",
     "evaluate",
@@ -221,4 +223,15 @@ def save_state(directory: str | os.PathLike, model: nn.Module, optimizer: torch.
 
 def load_state(directory: str | os.PathLike) -> dict:
     """A checkpoint written by `save_state`, loaded with `weights_only=True` onto the CPU."""
-    return torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+    path = os.path.join(directory, STATE_FILE)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint file missing; the checkpoint directory is incomplete. "
+                              "Delete that directory and run again") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch's errors for a truncated/corrupt zip
+        raise CheckpointError(f"{path}: damaged checkpoint ({str(e).splitlines()[0]}). Delete that checkpoint "
+                              "directory and run again: the trial goes on from its previous checkpoint") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not an skd-tune checkpoint (no model state in it)")
+    return state

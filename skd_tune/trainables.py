@@ -21,6 +21,7 @@ from .losses import DistillationLoss
 from .models import build_model
 from .spec import Spec, TeacherSpec
 from .train import (
+    CheckpointError,
     DeviceSplit,
     fit,
     load_state,
@@ -114,5 +115,10 @@ def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[
 def remote_teacher_logits(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[str, np.ndarray]:
     """Run `teacher_logits_task` on the cluster with the teacher's CPU/GPU request and wait for it."""
     res = spec.teacher.resources
-    task = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu)(teacher_logits_task)
-    return ray.get(task.remote(spec, data, checkpoint_dir))
+    task = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=1)(teacher_logits_task)
+    try:
+        return ray.get(task.remote(spec, data, checkpoint_dir))
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, CheckpointError):
+            raise e.cause from None
+        raise

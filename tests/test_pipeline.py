@@ -135,3 +135,30 @@ def test_digits_demo_meets_acceptance(tmp_path):
     model, meta = load_student(exp / "export")
     data = load_dataset(spec.data, spec.seed)
     assert evaluate_exported(model, meta, data.test.x, data.classes("test"))["f1"] > 0.9
+
+
+@pytest.mark.parametrize("which", ["teacher", "student"])
+def test_damaged_checkpoint_is_a_clear_error(tiny_run, tmp_path, which):
+    """A truncated checkpoint file: exit 2, one paragraph naming the file and the fix, nothing else lost."""
+    import shutil
+
+    cwd, spec_path, exp, _ = tiny_run
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(exp, copy)
+    state = json.loads((copy / "state.json").read_text())
+    if which == "teacher":
+        ckpt = copy / state["stages"]["teacher"]["checkpoint"] / "state.pt"
+        del state["stages"]["teacher_logits"], state["stages"]["student"], state["stages"]["export"]
+    else:
+        trials = pd.read_parquet(copy / "results" / "trials.parquet")
+        ckpt = copy / trials.loc[trials["best_val_f1"].idxmax(), "checkpoint_path"] / "state.pt"
+        del state["stages"]["export"]
+    (copy / "state.json").write_text(json.dumps(state))
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    before = pd.read_parquet(copy / "results" / "trials.parquet")
+
+    proc = run_cli("run", str(copy), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{ckpt}: damaged checkpoint" in proc.stderr and "Delete that checkpoint directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(copy / "results" / "trials.parquet"), before)

@@ -161,3 +161,54 @@ def test_moved_experiment_resumes_from_its_new_place(tmp_path):
     assert not (tmp_path / "runs" / "k").exists()  # nothing written back to the old place
     status = run_cli("status", str(moved), cwd=tmp_path)
     assert "6/6 terminated" in status.stdout and "export done" in status.stdout
+
+
+def _journal_epochs(exp) -> pd.DataFrame:
+    return _reported(exp)[0]
+
+
+def test_dead_worker_is_retried_from_its_checkpoint_then_errored(tmp_path):
+    """Kill a trial's worker process: Tune retries it from its last checkpoint (FailureConfig). Killed
+    once more than `max_failures`, it is recorded as errored with its error text, and the search goes on."""
+    spec = deep_update(KILL_SPEC, {
+        "name": "w",
+        "teacher": {"epochs": 2},
+        "student": {"epochs": 40, "batch_size": 16},
+        "search": {"num_samples": 2, "max_concurrent": 1, "max_failures": 1},
+    })
+    spec_path = tmp_path / "w.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    exp = tmp_path / "runs" / "w"
+    proc, log = _start(tmp_path, spec_path)
+    kills = []  # (trial_id, pid, last epoch reported before the kill)
+    deadline = time.monotonic() + 240
+    while len(kills) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if not (exp / "results" / "journal.jsonl").exists():
+            continue
+        epochs = _journal_epochs(exp)
+        if epochs.empty:
+            continue
+        target = kills[0][0] if kills else epochs["trial_id"].iloc[0]
+        mine = epochs[epochs["trial_id"] == target]
+        last = mine.iloc[-1]
+        if last["epoch"] >= 3 and (not kills or (last["pid"] != kills[-1][1] and last["epoch"] > kills[-1][2])):
+            os.kill(int(last["pid"]), signal.SIGKILL)
+            kills.append((target, int(last["pid"]), int(last["epoch"])))
+    assert len(kills) == 2, log.read_text()
+    assert proc.wait(timeout=300) == 0, log.read_text()
+
+    trials = pd.read_parquet(exp / "results" / "trials.parquet").set_index("trial_id")
+    epochs = pd.read_parquet(exp / "results" / "epochs.parquet")
+    victim = kills[0][0]
+    # After the first kill the trial went on from a checkpoint: a new worker reported the epochs after
+    # the one it was killed at, and the epochs before it were not run again.
+    mine = epochs[epochs["trial_id"] == victim].set_index("epoch")
+    assert int(kills[0][2]) + 1 in mine.index and mine.loc[1, "pid"] == kills[0][1]
+    assert mine.loc[kills[0][2] + 1, "pid"] != kills[0][1]
+    # The second kill exceeded max_failures = 1: errored, with the error text, while the other trial finished.
+    assert trials.loc[victim, "status"] == "ERROR"
+    assert isinstance(trials.loc[victim, "error"], str) and len(trials.loc[victim, "error"]) > 20
+    others = trials.drop(index=victim)
+    assert len(others) == 1 and (others["status"] == "TERMINATED").all() and (others["epochs"] == 40).all()
+    assert (exp / "export" / "model.pt").exists()
