@@ -89,7 +89,8 @@ class Resources(_Strict):
 class DataSpec(_Strict):
     source: str = "digits"
     root: str | None = None
-    subclasses: Literal["known"] = "known"
+    subclasses: str | None = None  # how subclasses are defined; None: the source's default (see SOURCES)
+    cache_dir: str | None = None  # where decoded images are cached (default: <root>/.skd_cache)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     positive_class: str | None = None
@@ -108,6 +109,12 @@ class DataSpec(_Strict):
     def _root_exists(self) -> "DataSpec":
         from .data import SOURCES
 
+        schemes = SOURCES[self.source].subclass_schemes
+        if self.subclasses is not None and self.subclasses not in schemes:
+            raise ValueError(
+                f"data.subclasses: {self.subclasses!r} is not a subclass scheme of source {self.source!r}; "
+                f"available: {', '.join(schemes)}"
+            )
         if SOURCES[self.source].needs_root:
             if self.root is None:
                 raise ValueError(f"data.root is required for source {self.source!r}: the path of the dataset")
@@ -117,6 +124,14 @@ class DataSpec(_Strict):
                     f"{Path.cwd()}); point it at the dataset"
                 )
         return self
+
+
+    @property
+    def subclass_scheme(self) -> str:
+        """`subclasses`, or the source's default scheme when not given."""
+        from .data import SOURCES
+
+        return self.subclasses or SOURCES[self.source].subclass_schemes[0]
 
 
 class TeacherSpec(_Strict):
