@@ -318,6 +318,15 @@ def _preflight_models(spec: Spec, data: Dataset) -> None:
             raise PipelineError(f"{role}.model {model_name!r} gives outputs of shape {tuple(out.shape)[1:]}, expected ({data.num_subclasses},)")
 
 
+def _check_curriculum(spec: Spec, data: Dataset) -> None:
+    if spec.teacher.curriculum.pacing != "none" and data.train.difficulty is None:
+        raise PipelineError(
+            f"teacher.curriculum.pacing is {spec.teacher.curriculum.pacing!r} but the {data.name} data grade no "
+            "sample's difficulty (no annotator agreement); set teacher.curriculum.pacing: none (the student's "
+            "curriculum can use the teacher's loss instead)"
+        )
+
+
 def _check_resources(spec: Spec) -> None:
     import ray
 
@@ -581,6 +590,7 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     t0 = time.perf_counter()
     data = load_dataset(spec.data, spec.seed)
     _preflight_models(spec, data)
+    _check_curriculum(spec, data)
     exp = Experiment(spec.experiment_dir.resolve())
     resumed = exp.prepare(spec)
     printer(f"experiment {exp.root} ({'resuming' if resumed else 'new'})")

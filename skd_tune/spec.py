@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "SEARCHABLE",
+    "CurriculumSpec",
     "SAMPLERS",
     "SCHEDULERS",
     "DataSpec",
@@ -35,7 +36,9 @@ __all__ = [
     "StudentSpec",
     "TeacherSpec",
     "load_spec",
+    "nest",
     "spec_hash",
+    "validate_spec",
 ]
 
 SAMPLERS = ("tpe", "cmaes", "random")
@@ -134,6 +137,24 @@ class DataSpec(_Strict):
         return self.subclasses or SOURCES[self.source].subclass_schemes[0]
 
 
+class CurriculumSpec(_Strict):
+    """Curriculum by sample difficulty (see curriculum.py): pacing function, starting share, and the
+    fraction of the epochs after which the whole training set is used."""
+
+    pacing: str = "none"
+    start: float = Field(0.5, gt=0, le=1)
+    full_at: float = Field(0.5, gt=0, le=1)
+
+    @field_validator("pacing")
+    @classmethod
+    def _known_pacing(cls, v: str) -> str:
+        from .curriculum import PACING
+
+        if v not in PACING:
+            raise ValueError(f"unknown pacing {v!r}; available: {', '.join(PACING)}")
+        return v
+
+
 class TeacherSpec(_Strict):
     model: str = "cnn"
     pretrained: bool = False
@@ -141,6 +162,8 @@ class TeacherSpec(_Strict):
     batch_size: int = Field(64, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0, le=1)
+    augment: bool = False  # flips, 90-degree rotations, mild colour jitter (images), on the device
+    curriculum: CurriculumSpec = CurriculumSpec()
     resources: Resources = Resources(cpu=1, gpu=0)
 
     @field_validator("model")
@@ -162,6 +185,8 @@ class StudentSpec(_Strict):
     w_ce: float = Field(1.0, ge=0, le=100)
     w_kd: float = Field(0.0, ge=0, le=100)
     w_skd: float = Field(1.0, ge=0, le=100)
+    augment: bool = False  # flips, 90-degree rotations, mild colour jitter (images), on the device
+    curriculum: CurriculumSpec = CurriculumSpec()
     resources: Resources = Resources(cpu=1, gpu=0)
 
     @field_validator("model")
@@ -171,7 +196,29 @@ class StudentSpec(_Strict):
 
 
 # Student fields a search may vary (everything numeric that does not change the model's shape).
-SEARCHABLE = ("temperature", "w_ce", "w_kd", "w_skd", "lr", "weight_decay", "batch_size")
+SEARCHABLE = (
+    "temperature", "w_ce", "w_kd", "w_skd", "lr", "weight_decay", "batch_size",
+    "curriculum.pacing", "curriculum.start", "curriculum.full_at",
+)
+
+
+def nest(params: dict[str, Any]) -> dict[str, Any]:
+    """{"curriculum.start": 0.3, "lr": 0.1} -> {"curriculum": {"start": 0.3}, "lr": 0.1}."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 class Distribution(_Strict):
@@ -271,7 +318,7 @@ class Spec(_Strict):
 
     def student_for(self, params: dict[str, Any]) -> StudentSpec:
         """The student spec of one trial: the base `student` with the searched `params` applied."""
-        return StudentSpec.model_validate({**self.student.model_dump(), **params})
+        return StudentSpec.model_validate(_merge(self.student.model_dump(), nest(params)))
 
 
 # Where an experiment lives is not part of what it computes: a moved or renamed directory resumes.
@@ -355,11 +402,11 @@ def _check_space(space: dict, student_raw: dict) -> list[str]:
             continue  # already reported by the main validation
         for value in dist.values_to_check():
             try:
-                StudentSpec.model_validate({**(student_raw or {}), key: value})
+                StudentSpec.model_validate(_merge(student_raw or {}, nest({key: value})))
             except ValidationError as e:
                 # Only errors of this field: the other student fields are reported by the main pass.
                 for err in e.errors():
-                    if err["loc"][:1] == (key,):
+                    if tuple(str(p) for p in err["loc"][: key.count(".") + 1]) == tuple(key.split(".")):
                         problems.append(f"search.space.{key}: {dist.kind} value {value!r} is not a valid student.{key}: {_message(err)}")
     return problems
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import augment_images
+from .curriculum import epoch_subset, pacing_fraction
 from .errors import CheckpointError
 from .losses import DistillationLoss, class_logits, class_membership
 from .metrics import classification_metrics
@@ -27,6 +29,7 @@ from .metrics import classification_metrics
 __all__ = [
     "STATE_FILE",
     "CheckpointError",
+    "Curriculum",
     "DeviceSplit",
     "LossFn",
     "evaluate",
@@ -104,16 +107,20 @@ def train_one_epoch(
     batch_size: int,
     seed: int,
     order: torch.Tensor | None = None,
+    augment: bool = False,
 ) -> dict[str, float]:
     """One pass over `data` (or over the indices `order`, shuffled) in batches; returns mean loss parts.
 
-    The shuffle is drawn from `seed` alone, so a resumed epoch sees the batches it would have seen.
+    The shuffle (and the augmentation, if `augment`) is drawn from `seed` alone, so a resumed epoch sees
+    the batches it would have seen.
     """
     device = data.x.device
     model.train()
-    idx_all = order if order is not None else torch.arange(len(data), device=device)
+    idx_all = order.to(device) if order is not None else torch.arange(len(data), device=device)
     g = torch.Generator().manual_seed(int(seed))
     perm = idx_all[torch.randperm(len(idx_all), generator=g).to(device)]
+    g_aug = torch.Generator(device=device).manual_seed(int(seed)) if augment and data.x.dim() == 4 else None
+    channels_last = device.type == "cuda" and data.x.dim() == 4
     autocast, scaler = _autocast(device)
     totals: dict[str, torch.Tensor] = {}
     n_batches = 0
@@ -121,8 +128,13 @@ def train_one_epoch(
         idx = perm[start : start + batch_size]
         if len(idx) < 2 and len(perm) > 1:
             continue  # a batch of one breaks batch norm; its sample is seen next epoch
+        x = data.batch(idx)
+        if g_aug is not None:
+            x = augment_images(x, g_aug)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
-            out = model(data.batch(idx))
+            out = model(x)
         loss, parts = loss_fn(out.float(), idx)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -196,15 +208,36 @@ def fit(
     batch_size: int,
     seed: int,
     start_epoch: int = 0,
+    curriculum: "Curriculum | None" = None,
+    augment: bool = False,
 ) -> Iterator[dict[str, float]]:
-    """Train from `start_epoch` to `epochs`, yielding each epoch's metrics (1-based `epoch`) after it."""
+    """Train from `start_epoch` to `epochs`, yielding each epoch's metrics (1-based `epoch`) after it.
+
+    With a `curriculum`, epoch e trains on the easiest share g(e) of the ordered training set.
+    """
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        metrics = train_one_epoch(model, optimizer, train, loss_fn, batch_size, seed=seed * 1_000_003 + epoch)
+        subset, share = None, 1.0
+        if curriculum is not None and curriculum.pacing != "none":
+            share = pacing_fraction(curriculum.pacing, epoch, epochs, curriculum.start, curriculum.full_at)
+            subset = epoch_subset(curriculum.order, share)
+        metrics = train_one_epoch(model, optimizer, train, loss_fn, batch_size, seed=seed * 1_000_003 + epoch,
+                                  order=subset, augment=augment)
+        metrics["train_share"] = share
         metrics.update(evaluate(model, val, membership, positive_class))
         metrics["epoch"] = epoch + 1
         metrics["epoch_time_s"] = time.perf_counter() - t0
         yield metrics
+
+
+@dataclass
+class Curriculum:
+    """A pacing function (curriculum.py) over `order`: training indices, easiest first."""
+
+    pacing: str
+    start: float
+    full_at: float
+    order: torch.Tensor
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:

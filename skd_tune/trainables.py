@@ -16,12 +16,14 @@ import ray
 import torch
 from ray import tune
 
+from .curriculum import curriculum_order, teacher_difficulty
 from .data import Dataset
 from .losses import DistillationLoss
 from .models import build_model
 from .spec import Spec, TeacherSpec
 from .train import (
     CheckpointError,
+    Curriculum,
     DeviceSplit,
     fit,
     load_state,
@@ -43,7 +45,16 @@ def _splits(data: Dataset, device) -> tuple[DeviceSplit, DeviceSplit]:
     return train, val
 
 
-def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batch_size: int, seed: int) -> None:
+def _curriculum(role_spec, difficulty: np.ndarray | None, seed: int, device) -> Curriculum | None:
+    c = role_spec.curriculum
+    if c.pacing == "none" or difficulty is None:
+        return None
+    order = torch.from_numpy(curriculum_order(difficulty, seed)).to(device)
+    return Curriculum(c.pacing, c.start, c.full_at, order)
+
+
+def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batch_size: int, seed: int,
+         curriculum: Curriculum | None = None, augment: bool = False) -> None:
     """The shared epoch loop: resume from Tune's checkpoint, then report every epoch with a checkpoint."""
     start_epoch = 0
     checkpoint = tune.get_checkpoint()
@@ -54,7 +65,8 @@ def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batc
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
     membership = membership_for(data.subclass_to_class, train.x.device)
-    for metrics in fit(model, optimizer, loss_fn, train, val, membership, data.positive_class, epochs, batch_size, seed, start_epoch):
+    for metrics in fit(model, optimizer, loss_fn, train, val, membership, data.positive_class, epochs, batch_size, seed,
+                       start_epoch, curriculum=curriculum, augment=augment):
         with tempfile.TemporaryDirectory() as d:
             save_state(d, model, optimizer, int(metrics["epoch"]))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -69,7 +81,9 @@ def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> N
     train, val = _splits(data, device)
     model = build_model(teacher.model, data.num_subclasses, data.input_shape, data.mean, data.std, teacher.pretrained).to(device)
     optimizer = make_optimizer(model, teacher.lr, teacher.weight_decay)
-    _run(model, optimizer, teacher_loss(train), train, val, data, teacher.epochs, teacher.batch_size, spec.seed)
+    curriculum = _curriculum(teacher, data.train.difficulty, spec.seed, device)
+    _run(model, optimizer, teacher_loss(train), train, val, data, teacher.epochs, teacher.batch_size, spec.seed,
+         curriculum, teacher.augment)
 
 
 def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None) -> None:
@@ -91,7 +105,13 @@ def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teac
     )
     model = build_model(student.model, data.num_subclasses, data.input_shape, data.mean, data.std, student.pretrained).to(device)
     optimizer = make_optimizer(model, student.lr, student.weight_decay)
-    _run(model, optimizer, student_loss(train, t_logits, objective), train, val, data, student.epochs, student.batch_size, spec.seed)
+    # Difficulty: annotator agreement where the data has it, else the teacher's loss on each sample.
+    difficulty = data.train.difficulty
+    if difficulty is None and teacher_logits is not None:
+        difficulty = teacher_difficulty(teacher_logits, data.train.subclass)
+    curriculum = _curriculum(student, difficulty, spec.seed, device)
+    _run(model, optimizer, student_loss(train, t_logits, objective), train, val, data, student.epochs,
+         student.batch_size, spec.seed, curriculum, student.augment)
 
 
 def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[str, np.ndarray]:

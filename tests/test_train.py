@@ -229,7 +229,7 @@ def test_student_without_teacher(data, splits, membership) -> None:
     opt = make_optimizer(student, lr=3e-3, weight_decay=0.0)
     history = list(fit(student, opt, student_loss(train, None, objective), train, val, membership,
                        data.positive_class, epochs=2, batch_size=BATCH, seed=0))
-    assert set(k for k in history[0] if k.startswith("train_")) == {"train_loss", "train_ce"}
+    assert set(k for k in history[0] if k.startswith("train_")) == {"train_loss", "train_ce", "train_share"}
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     # With w_skd > 0 the same loop refuses to run without teacher logits.
     bad = DistillationLoss(membership, w_skd=1.0)
