@@ -1,0 +1,11 @@
+"""Datasets as arrays: inputs (uint8 or float32), subclass labels, and the subclass -> class map.
+
+A source is a function `load(spec: DataSpec, seed: int) -> Dataset` in the `SOURCES` registry. The
+class of a sample is always derived from its subclass (`Dataset.subclass_to_class`), so the same code
+serves known subclasses (digits, MHIST agreement levels) and, later, invented ones.
+"""
+
+from .base import Dataset, DataError, Source, Split, stratified_split
+from .sources import SOURCES, load_dataset
+
+__all__ = ["Dataset", "DataError", "SOURCES", "Source", "Split", "load_dataset", "stratified_split"]
