@@ -318,6 +318,29 @@ def _preflight_models(spec: Spec, data: Dataset) -> None:
             raise PipelineError(f"{role}.model {model_name!r} gives outputs of shape {tuple(out.shape)[1:]}, expected ({data.num_subclasses},)")
 
 
+def _write_data_summary(exp: Experiment, spec: Spec, data: Dataset, bits: float) -> None:
+    """results/data.json: splits, classes, subclasses with their counts, and the label bits H(S|C)."""
+    counts = {name: np.bincount(data.split(name).subclass, minlength=data.num_subclasses).tolist()
+              for name in ("train", "val", "test")}
+    summary = {
+        "source": data.name,
+        "subclasses": spec.data.subclass_scheme,
+        "class_names": data.class_names,
+        "subclass_names": data.subclass_names,
+        "subclass_to_class": data.subclass_to_class.tolist(),
+        "positive_class": data.class_names[data.positive_class],
+        "split_sizes": {name: len(data.split(name)) for name in ("train", "val", "test")},
+        "subclass_counts": counts,
+        "label_bits_train": bits,
+        "difficulty": "annotator agreement" if data.train.difficulty is not None else "teacher loss (for a curriculum)",
+        "teacher_logits": "clean inputs, cached once (no augmentation)",
+    }
+    exp.results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = exp.results_dir / ".data.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, exp.results_dir / "data.json")
+
+
 def _check_curriculum(spec: Spec, data: Dataset) -> None:
     if spec.teacher.curriculum.pacing != "none" and data.train.difficulty is None:
         raise PipelineError(
@@ -599,6 +622,7 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
         f"data {data.name}: train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, "
         f"{data.num_classes} classes, {data.num_subclasses} subclasses, H(S|C) = {bits:.4f} bits per training sample"
     )
+    _write_data_summary(exp, spec, data, bits)
     stopped = stop_orphans(exp.root)
     if stopped:
         printer(f"stopped {stopped} local Ray process(es) left behind by an earlier driver of this experiment that was killed")
@@ -613,7 +637,7 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     else:
         logits = run_teacher_logits(spec, exp, data, teacher)
     teacher_test = exp.stage_done("teacher_logits")["test_metrics"]
-    printer(f"[teacher] logits cached in {exp.logits_dir}; teacher test f1 {teacher_test['f1']:.4f}")
+    printer(f"[teacher] logits cached in {exp.logits_dir} (clean inputs); teacher test f1 {teacher_test['f1']:.4f}")
 
     if exp.stage_done("student"):
         tables = ResultsTables(exp.results_dir, list(spec.search.space), spec.search.metric, spec.search.mode)

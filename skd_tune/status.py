@@ -33,6 +33,7 @@ class ExperimentStatus:
     best: dict[str, Any] | None = None
     params: list[str] = field(default_factory=list)
     export: dict[str, Any] | None = None
+    label_bits: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -67,6 +68,12 @@ def experiment_status(path: str | Path) -> ExperimentStatus:
         if col in trials and trials[col].notna().any():
             pos = trials[col].idxmax() if spec.search.mode == "max" else trials[col].idxmin()
             status.best = trials.loc[pos].to_dict()
+    data_json = root / "results" / "data.json"
+    if data_json.exists():
+        try:
+            status.label_bits = json.loads(data_json.read_text())["label_bits_train"]
+        except (ValueError, KeyError):
+            status.label_bits = None
     known = sum(counts.values())
     counts["PENDING"] += max(spec.search.num_samples - known, 0)
     status.counts = counts
@@ -81,6 +88,8 @@ def format_status(st: ExperimentStatus, resume_cmd: str | None = None) -> str:
         f"student trials: {c['TERMINATED']}/{st.num_samples} terminated, {c['RUNNING']} running, "
         f"{c['PENDING']} pending, {c['ERROR']} errored"
     )
+    if st.label_bits is not None:
+        lines.append(f"label bits the subclasses add: H(S|C) = {st.label_bits:.4f} bits per training sample")
     if st.best is not None:
         params = ", ".join(f"{p}={st.best.get(p):.4g}" if isinstance(st.best.get(p), float) else f"{p}={st.best.get(p)}" for p in st.params)
         lines.append(f"best so far: {st.best['trial_id']} {st.metric} {st.best[f'best_{st.metric}']:.4f} (epoch {int(st.best['best_epoch'])}){': ' + params if params else ''}")

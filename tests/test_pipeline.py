@@ -38,6 +38,7 @@ def test_progress_lines_not_ray_logs(tiny_run):
     assert "[teacher] trials 1/1 done" in out
     assert "[student] trials 4/4 done, 0 running, 0 pending, 0 errored | best val_f1" in out
     assert "loaded back: test f1" in out
+    assert "H(S|C) = 2.32" in out
     # Ray's own output is off unless -v: no trial tables, no worker log prefixes
     assert "Trial status" not in out and "(pid=" not in out
     assert "Traceback" not in proc.stderr
@@ -52,6 +53,9 @@ def test_experiment_layout_and_state(tiny_run):
     assert set(state["stages"]) == {"teacher", "teacher_logits", "student", "export"}
     frozen = yaml.safe_load((exp / "spec.yaml").read_text())
     assert frozen == load_spec(spec_path).model_dump(mode="json")
+    summary = json.loads((exp / "results" / "data.json").read_text())
+    assert summary["label_bits_train"] == pytest.approx(np.log2(5), abs=0.01)  # 5 equally common digits per class
+    assert sum(summary["split_sizes"].values()) == 1797
 
 
 def test_teacher_logits_cover_every_split(tiny_run):
