@@ -195,6 +195,11 @@ def test_dead_worker_is_retried_from_its_checkpoint_then_errored(tmp_path):
         if last["epoch"] >= 3 and (not kills or (last["pid"] != kills[-1][1] and last["epoch"] > kills[-1][2])):
             os.kill(int(last["pid"]), signal.SIGKILL)
             kills.append((target, int(last["pid"]), int(last["epoch"])))
+            if len(kills) == 1:  # `status` from another terminal while the search runs
+                status = run_cli("status", str(exp), cwd=tmp_path, timeout=60)
+                assert status.returncode == 0, status.stderr
+                assert "stages: teacher done, teacher_logits done, student -, export -" in status.stdout
+                assert "not finished; resume with: skd-tune run" in status.stdout
     assert len(kills) == 2, log.read_text()
     assert proc.wait(timeout=300) == 0, log.read_text()
 

@@ -65,6 +65,11 @@ BAD = [
     ("weight-bound-invalid", {"search": {"space": {"w_kd": {"uniform": [-1, 1]}}}}, r"search\.space\.w_kd: uniform value -1(\.0)? is not a valid student\.w_kd: must be >= 0"),
     ("bad-name", {"name": "my run/1"}, r"name: must match"),
     ("val-fraction", {"data": {"val_fraction": 0.9}}, r"data\.val_fraction: must be < 0\.5"),
+    ("unknown-pacing", {"student": {"curriculum": {"pacing": "cosine"}}}, r"student\.curriculum\.pacing: unknown pacing 'cosine'; available: none, linear, root, step, exponential"),
+    ("curriculum-start-zero", {"student": {"curriculum": {"start": 0}}}, r"student\.curriculum\.start: must be > 0, got 0"),
+    ("searched-pacing-invalid", {"search": {"space": {"curriculum.pacing": {"choice": ["linear", "cosine"]}}}}, r"search\.space\.curriculum\.pacing: choice value 'cosine' is not a valid student\.curriculum\.pacing"),
+    ("subclass-scheme", {"data": {"subclasses": "agreement"}}, r"data: .*'agreement' is not a subclass scheme of source 'digits'; available: known"),
+    ("max-failures", {"search": {"max_failures": -1}}, r"search\.max_failures: must be >= 0"),
 ]
 
 
