@@ -35,6 +35,7 @@ from .train import (
     set_threads,
     student_loss,
     teacher_loss,
+    to_device,
 )
 
 __all__ = ["remote_teacher_logits", "student_trainable", "teacher_logits_task", "teacher_trainable"]
@@ -79,7 +80,8 @@ def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> N
     torch.manual_seed(spec.seed)
     device = pick_device()
     train, val = _splits(data, device)
-    model = build_model(teacher.model, data.num_subclasses, data.input_shape, data.mean, data.std, teacher.pretrained).to(device)
+    model = to_device(build_model(teacher.model, data.num_subclasses, data.input_shape, data.mean, data.std, teacher.pretrained),
+                      device, len(data.input_shape) == 3)
     optimizer = make_optimizer(model, teacher.lr, teacher.weight_decay)
     curriculum = _curriculum(teacher, data.train.difficulty, spec.seed, device)
     _run(model, optimizer, teacher_loss(train), train, val, data, teacher.epochs, teacher.batch_size, spec.seed,
@@ -103,7 +105,8 @@ def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teac
     objective = DistillationLoss(
         membership_for(data.subclass_to_class, device), student.temperature, student.w_ce, student.w_kd, student.w_skd
     )
-    model = build_model(student.model, data.num_subclasses, data.input_shape, data.mean, data.std, student.pretrained).to(device)
+    model = to_device(build_model(student.model, data.num_subclasses, data.input_shape, data.mean, data.std, student.pretrained),
+                      device, len(data.input_shape) == 3)
     optimizer = make_optimizer(model, student.lr, student.weight_decay)
     # Difficulty: annotator agreement where the data has it, else the teacher's loss on each sample.
     difficulty = data.train.difficulty
@@ -123,7 +126,7 @@ def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[
     device = pick_device()
     model = build_model(spec.teacher.model, data.num_subclasses, data.input_shape, data.mean, data.std, False)
     model.load_state_dict(load_state(checkpoint_dir)["model"])
-    model.to(device)
+    model = to_device(model, device, len(data.input_shape) == 3)
     out = {}
     for name in ("train", "val", "test"):
         split = data.split(name)
