@@ -20,6 +20,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and worker output")
     st = sub.add_parser("status", help="stages done, trials by status, best so far (works while a search runs)")
     st.add_argument("experiment", help="experiment directory, e.g. runs/digits-skd")
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    sm = dsub.add_parser("synth-mhist", help="write a synthetic dataset in MHIST's layout (annotations.csv + images/)")
+    sm.add_argument("dir", help="directory to write into (created if missing)")
+    sm.add_argument("--n", type=int, default=3152, help="number of images (default: 3152, as MHIST)")
+    sm.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files (default: 0)")
+    sm.add_argument("--size", type=int, default=224, help="image side in pixels (default: 224, as MHIST)")
     return p
 
 
@@ -33,6 +40,17 @@ def main(argv: list[str] | None = None) -> int:
             from .status import experiment_status, format_status
 
             print(format_status(experiment_status(args.experiment)))
+            return 0
+        if args.command == "data" and args.data_command == "synth-mhist":
+            import time
+
+            from .data.mhist import ANNOTATIONS, read_annotations
+            from .data.synth import write_synthetic_mhist
+
+            t0 = time.perf_counter()
+            out = write_synthetic_mhist(args.dir, n=args.n, seed=args.seed, size=args.size)
+            seconds = time.perf_counter() - t0
+            print(f"{out}: {read_annotations(out / ANNOTATIONS).summary()}, {args.size}x{args.size} px, in {seconds:.1f} s")
             return 0
         if args.command == "run":
             from .pipeline import run

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .base import Dataset, DataError, Source, Split, stratified_split
+from .mhist import load_mhist_dataset
 
 if TYPE_CHECKING:
     from ..spec import DataSpec
 
-__all__ = ["SOURCES", "load_dataset", "load_digits_dataset"]
+__all__ = ["SOURCES", "load_dataset", "load_digits_dataset", "load_mhist_dataset"]
 
 
 def _from_arrays(name, x, subclass, subclass_to_class, class_names, subclass_names, scale, spec, seed, info=None) -> Dataset:
@@ -88,6 +89,12 @@ def load_npz_dataset(spec: "DataSpec", seed: int) -> Dataset:
 SOURCES: dict[str, Source] = {
     "digits": Source(load_digits_dataset, needs_root=False, description="scikit-learn digits, 0-4 vs 5-9"),
     "npz": Source(load_npz_dataset, needs_root=True, description="arrays x, subclass, subclass_to_class in one .npz"),
+    "mhist": Source(
+        load_mhist_dataset,
+        needs_root=True,
+        description="MHIST colorectal polyps (annotations.csv + images/), HP vs SSA; subclasses by annotator agreement",
+        subclass_schemes=("agreement", "unanimous"),
+    ),
 }
 
 

@@ -1,0 +1,440 @@
+"""MHIST (Wei et al. 2021): colorectal polyp images, HP vs SSA, with subclasses by annotator agreement.
+
+Layout of `data.root` (MHIST's own; `skd-tune data synth-mhist DIR` writes a synthetic one)::
+
+    annotations.csv   Image Name, Majority Vote Label (HP | SSA),
+                      Number of Annotators who Selected SSA (Out of 7) (0-7), Partition (train | test)
+    images/           the PNGs named in `Image Name` (RGB, 224 x 224)
+
+Every image is decoded once into a uint8 array (N, 3, H, W) and cached as an .npy file in
+`data.cache_dir` (default `<root>/.skd_cache/`), keyed by the CSV's contents, the image size and the
+image files' sizes and modification times, so a changed dataset is decoded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import math
+import os
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from .base import Dataset, DataError, Split
+from .synth import COLUMNS
+
+if TYPE_CHECKING:
+    from ..spec import DataSpec
+
+__all__ = [
+    "ANNOTATIONS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SCHEMES",
+    "load_mhist_dataset",
+    "read_annotations",
+    "subclasses_for",
+]
+
+ANNOTATIONS = "annotations.csv"
+IMAGES = "images"
+COL_NAME, COL_LABEL, COL_VOTES, COL_PARTITION = COLUMNS
+CLASS_NAMES = ("HP", "SSA")
+PARTITIONS = ("train", "test")
+DEFAULT_SIZE = 224
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+SCHEMES = ("agreement", "unanimous")
+_CACHE_VERSION = b"skd-tune mhist cache v1"
+_MAX_LISTED = 3  # problems spelled out in one error message
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """The validated rows of annotations.csv, in file order."""
+
+    path: Path
+    names: list[str]
+    label: np.ndarray  # (N,) int64: 0 HP, 1 SSA
+    votes: np.ndarray  # (N,) int64: annotators of 7 who selected SSA
+    test: np.ndarray  # (N,) bool: in the test partition
+    lines: np.ndarray  # (N,) int64: 1-based line of each row in the CSV
+    raw: bytes  # the file's bytes (for the cache key)
+
+    @property
+    def agreement(self) -> np.ndarray:
+        """Annotators of 7 who chose the majority label: 4 (a 4-3 split) to 7 (unanimous)."""
+        return np.where(self.label == 1, self.votes, 7 - self.votes)
+
+    def summary(self) -> str:
+        """E.g. '3152 images (2175 train, 977 test; 2162 HP, 990 SSA; 525 split 4-3)'."""
+        n_test = int(self.test.sum())
+        n_ssa = int(self.label.sum())
+        n_split = int((self.agreement == 4).sum())
+        n = len(self.names)
+        return f"{n} images ({n - n_test} train, {n_test} test; {n - n_ssa} HP, {n_ssa} SSA; {n_split} split 4-3)"
+
+
+def _problems_message(path: Path, problems: list[tuple[int, str]], fix: str) -> str:
+    shown = "; ".join(f"line {line}: {msg}" for line, msg in problems[:_MAX_LISTED])
+    more = len(problems) - _MAX_LISTED
+    tail = f"; and {more} more row{'s' if more != 1 else ''} with problems" if more > 0 else ""
+    return f"{path}: {shown}{tail}. {fix}"
+
+
+def read_annotations(path: str | os.PathLike) -> Annotations:
+    """Read and validate MHIST's annotations.csv; raise DataError naming the file, the line and the fix."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: annotations file not found. data.root must be an MHIST directory holding {ANNOTATIONS} "
+            f"and {IMAGES}/ (write a synthetic one with: skd-tune data synth-mhist DIR)"
+        ) from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the annotations file ({e.strerror}); check the path and its permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {e.start}); it must be MHIST's annotations.csv") from None
+
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise DataError(f"{path}, line 1: not a readable CSV header ({e}); the header must be: {', '.join(COLUMNS)}") from None
+    if header is None:
+        raise DataError(f"{path}: the file is empty; it needs the header {', '.join(COLUMNS)} and one row per image")
+    header = [h.strip() for h in header]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        found = ", ".join(repr(h) for h in header if h) or "nothing"
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; found: {found}. "
+            f"The header must name {', '.join(repr(c) for c in COLUMNS)} (as MHIST's annotations.csv)"
+        )
+    col = {c: header.index(c) for c in COLUMNS}
+    line = reader.line_num  # the header's last line
+    width = max(col.values()) + 1
+
+    names: list[str] = []
+    label: list[int] = []
+    votes: list[int] = []
+    test: list[bool] = []
+    lines: list[int] = []
+    first_line: dict[str, int] = {}
+    problems: list[tuple[int, str]] = []
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            problems.append((reader.line_num, f"not a readable CSV row ({e})"))
+            break
+        line_start = line + 1  # the row's first line (a quoted field may span several)
+        line = reader.line_num
+        if not row or all(not f.strip() for f in row):
+            continue  # blank line
+        if len(row) < width:
+            problems.append((line_start, f"{len(row)} field(s) but the header has {len(header)}"))
+            continue
+        name = row[col[COL_NAME]].strip()
+        lab = row[col[COL_LABEL]].strip()
+        vote_text = row[col[COL_VOTES]].strip()
+        part = row[col[COL_PARTITION]].strip()
+        bad = []
+        if not name:
+            bad.append(f"empty {COL_NAME!r}")
+        elif name in (".", "..") or "/" in name or "\\" in name:
+            bad.append(f"{COL_NAME} {name!r} must be a file name inside {IMAGES}/, without directories")
+        elif name in first_line:
+            bad.append(f"image {name!r} is listed again (first on line {first_line[name]}); each image must appear once")
+        if lab not in CLASS_NAMES:
+            bad.append(f"unknown {COL_LABEL} {lab!r}; expected HP or SSA")
+        vote = int(vote_text) if vote_text.isascii() and vote_text.isdigit() else None
+        if vote is None or vote > 7:
+            vote = None
+            bad.append(f"{COL_VOTES!r} must be an integer from 0 to 7, got {vote_text!r}")
+        if lab in CLASS_NAMES and vote is not None and (lab == "SSA") != (vote >= 4):
+            bad.append(
+                f"{COL_LABEL} is {lab} but {vote} of 7 annotators selected SSA; the majority label must be "
+                f"SSA when 4 or more selected SSA and HP otherwise"
+            )
+        if part not in PARTITIONS:
+            bad.append(f"{COL_PARTITION} must be train or test, got {part!r}")
+        if bad:
+            problems.append((line_start, "; ".join(bad)))
+            continue
+        first_line[name] = line_start
+        names.append(name)
+        label.append(CLASS_NAMES.index(lab))
+        votes.append(vote)
+        test.append(part == "test")
+        lines.append(line_start)
+
+    if problems:
+        raise DataError(_problems_message(path, problems, f"Fix {'that row' if len(problems) == 1 else 'those rows'} of the CSV"))
+    test_arr = np.array(test, dtype=bool)
+    n_train, n_test = int((~test_arr).sum()), int(test_arr.sum())
+    if n_train < 2 or n_test < 1:
+        raise DataError(
+            f"{path}: {n_train} train and {n_test} test row(s); MHIST needs at least 2 rows in the train "
+            "partition (training and validation are taken from it) and 1 in the test partition"
+        )
+    return Annotations(
+        path=path,
+        names=names,
+        label=np.array(label, dtype=np.int64),
+        votes=np.array(votes, dtype=np.int64),
+        test=test_arr,
+        lines=np.array(lines, dtype=np.int64),
+        raw=raw,
+    )
+
+
+def subclasses_for(scheme: str, label: np.ndarray, agreement: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(subclass index per sample, subclass names, subclass -> class) for a scheme.
+
+    `agreement`: 8 subclasses HP-7/7, HP-6/7, HP-5/7, HP-4/7, SSA-7/7, ..., SSA-4/7.
+    `unanimous`: 4 subclasses HP-unanimous, HP-split, SSA-unanimous, SSA-split (split: 4 to 6 of 7).
+    Every subclass is kept, even one without samples.
+    """
+    if scheme == "agreement":
+        names = [f"{c}-{a}/7" for c in CLASS_NAMES for a in (7, 6, 5, 4)]
+        sub = label * 4 + (7 - agreement)
+        s2c = np.repeat(np.arange(2), 4)
+    elif scheme == "unanimous":
+        names = [f"{c}-{k}" for c in CLASS_NAMES for k in ("unanimous", "split")]
+        sub = label * 2 + (agreement < 7)
+        s2c = np.repeat(np.arange(2), 2)
+    else:
+        raise DataError(f"data.subclasses: {scheme!r} is not a subclass scheme of source 'mhist'; available: {', '.join(SCHEMES)}")
+    return sub.astype(np.int64), names, s2c.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Images and their cache
+
+
+def _image_paths(ann: Annotations, images: Path) -> tuple[list[Path], list[tuple[int, int]]]:
+    """Paths of the images and their (size, mtime_ns); DataError naming a missing one."""
+    paths, stats, missing = [], [], []
+    for name, line in zip(ann.names, ann.lines):
+        p = images / name
+        try:
+            st = p.stat()
+        except OSError:
+            missing.append((p, int(line)))
+            continue
+        if not p.is_file():
+            missing.append((p, int(line)))
+            continue
+        paths.append(p)
+        stats.append((st.st_size, st.st_mtime_ns))
+    if missing:
+        p, line = missing[0]
+        more = f" (and {len(missing) - 1} more listed image(s) missing)" if len(missing) > 1 else ""
+        raise DataError(
+            f"{p}: image file missing (listed on line {line} of {ann.path}){more}; add the file to {images}/ "
+            "or remove its row from the CSV"
+        )
+    return paths, stats
+
+
+def _cache_key(ann: Annotations, size: int, stats: list[tuple[int, int]]) -> str:
+    h = hashlib.sha256(_CACHE_VERSION)
+    h.update(b"\0size=%d\0" % size)
+    h.update(ann.raw)
+    for name, (nbytes, mtime) in zip(ann.names, stats):
+        h.update(f"\0{name}\0{nbytes}\0{mtime}".encode())
+    return h.hexdigest()
+
+
+def _decode_one(path: Path, size: int, line: int, csv_path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"{path}: not a readable image ({reason}); listed on line {line} of {csv_path}. Replace it with "
+            "the RGB PNG or remove its row from the CSV"
+        ) from None
+
+
+def _decode_images(paths: list[Path], lines: np.ndarray, size: int, csv_path: Path) -> np.ndarray:
+    """Every image as uint8 (N, 3, size, size): converted to RGB, resized where needed; thread pool."""
+    x = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        x[i] = _decode_one(paths[i], size, int(lines[i]), csv_path)
+
+    workers = max(1, min(8, os.cpu_count() or 1, len(paths)))
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(work, range(len(paths))):  # re-raises the first DataError in file order
+            pass
+    return x
+
+
+def _read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError):
+        return None  # damaged (e.g. truncated): decode again and overwrite it
+    if x.shape != shape or x.dtype != np.uint8:
+        return None
+    return x
+
+
+def _write_cache(path: Path, x: np.ndarray, stale_glob: str) -> str | None:
+    """Write `x` atomically (temp file + os.replace); remove older caches of the same dataset.
+    Returns None, or the reason the cache could not be written (the load goes on without it)."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, x, allow_pickle=False)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        return f"{e.strerror or e}"
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    for old in path.parent.glob(stale_glob):
+        if old != path:
+            with contextlib.suppress(OSError):
+                old.unlink()
+    return None
+
+
+def _images(ann: Annotations, root: Path, size: int, cache_dir: Path) -> tuple[np.ndarray, Path | None, bool]:
+    """(x, cache path or None when it could not be written, whether the images were decoded now)."""
+    paths, stats = _image_paths(ann, root / IMAGES)
+    key = _cache_key(ann, size, stats)
+    where = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]  # one dataset, one live cache
+    cache = cache_dir / f"mhist-{where}-{size}px-{key[:20]}.npy"
+    shape = (len(paths), 3, size, size)
+    x = _read_cache(cache, shape)
+    if x is not None:
+        return x, cache, False
+    x = _decode_images(paths, ann.lines, size, ann.path)
+    problem = _write_cache(cache, x, f"mhist-{where}-{size}px-*.npy")
+    if problem is not None:
+        warnings.warn(f"{cache}: could not write the decoded-image cache ({problem}); set data.cache_dir to a "
+                      "writable directory to avoid decoding again next time", stacklevel=3)
+        return x, None, True
+    return x, cache, True
+
+
+# --------------------------------------------------------------------------------------------------
+# The source
+
+
+def _val_split(subclass: np.ndarray, s2c: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (sorted) of train and val, stratified by subclass; by class, then not at all, where a
+    stratum is too small for that (fewer than 2 samples, or more strata than samples on a side)."""
+    n = len(subclass)
+    n_val = max(1, math.ceil(val_fraction * n))
+    idx = np.arange(n)
+    for strata in (subclass, s2c[subclass], None):
+        if strata is None:
+            break
+        counts = np.bincount(strata)
+        k = int(np.count_nonzero(counts))
+        if counts[counts > 0].min() >= 2 and k <= n_val and k <= n - n_val:
+            break
+    tr, va = train_test_split(idx, test_size=n_val, stratify=strata, random_state=seed)
+    return np.sort(tr), np.sort(va)
+
+
+def load_mhist_dataset(spec: "DataSpec", seed: int) -> Dataset:
+    """MHIST from `spec.root`: HP vs SSA (the positive class), subclasses by annotator agreement.
+
+    * Subclasses (`data.subclasses`): `agreement` (default), 8 subclasses HP-7/7 ... HP-4/7,
+      SSA-7/7 ... SSA-4/7 (agreement = annotators of 7 who chose the majority label); or `unanimous`,
+      4 subclasses HP-unanimous, HP-split, SSA-unanimous, SSA-split.
+    * Splits: test is the CSV's `test` partition; val is `data.val_fraction` of the `train`
+      partition, stratified by subclass and drawn from `seed`; the rest is train.
+      `data.test_fraction` is ignored: MHIST fixes its own test partition.
+    * `difficulty` of every sample: (7 - agreement) / 3, 0 for unanimous to 1 for a 4-3 split.
+    * Images: uint8 (N, 3, S, S) with S = `data.image_size` (default 224); an image of another size or
+      mode is converted to RGB and resized. `scale` 1/255, ImageNet's mean/std for normalisation.
+    """
+    scheme = spec.subclasses or SCHEMES[0]
+    if scheme not in SCHEMES:
+        raise DataError(f"data.subclasses: {scheme!r} is not a subclass scheme of source 'mhist'; available: {', '.join(SCHEMES)}")
+    root = Path(spec.root)
+    if root.is_file():  # the CSV itself was given
+        csv_path, root = root, root.parent
+    else:
+        csv_path = root / ANNOTATIONS
+    size = int(spec.image_size or DEFAULT_SIZE)
+    ann = read_annotations(csv_path)
+    cache_dir = Path(spec.cache_dir) if spec.cache_dir else root / ".skd_cache"
+    x, cache, decoded = _images(ann, root, size, cache_dir)
+
+    agreement = ann.agreement
+    subclass, subclass_names, s2c = subclasses_for(scheme, ann.label, agreement)
+    difficulty = ((7 - agreement) / 3.0).astype(np.float32)
+
+    train_rows = np.flatnonzero(~ann.test)
+    test_rows = np.flatnonzero(ann.test)
+    tr, va = _val_split(subclass[train_rows], s2c, spec.val_fraction, seed)
+    tr, va = train_rows[tr], train_rows[va]
+
+    def split(rows: np.ndarray) -> Split:
+        return Split(x[rows], subclass[rows], difficulty[rows])
+
+    class_names = list(CLASS_NAMES)
+    positive = class_names.index("SSA")
+    if spec.positive_class is not None:
+        if spec.positive_class not in class_names:
+            raise DataError(
+                f"data.positive_class: {spec.positive_class!r} is not a class of mhist; classes: {', '.join(class_names)}"
+            )
+        positive = class_names.index(spec.positive_class)
+    counts = np.bincount(subclass, minlength=len(subclass_names))
+    return Dataset(
+        name="mhist",
+        train=split(tr),
+        val=split(va),
+        test=split(test_rows),
+        class_names=class_names,
+        subclass_names=subclass_names,
+        subclass_to_class=s2c,
+        scale=1.0 / 255.0,
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+        positive_class=positive,
+        info={
+            "root": str(root),
+            "annotations": str(csv_path),
+            "subclass_scheme": scheme,
+            "image_size": size,
+            "images_per_subclass": {name: int(c) for name, c in zip(subclass_names, counts)},
+            "images_per_split": {"train": len(tr), "val": len(va), "test": len(test_rows)},
+            "cache": str(cache) if cache is not None else None,
+            "decoded": decoded,
+        },
+    )
