@@ -1,0 +1,59 @@
+"""The polyp pipeline end to end on a tiny synthetic MHIST: agreement subclasses, curriculum, augmentation."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from skd_tune.data import load_dataset
+from skd_tune.data.synth import write_synthetic_mhist
+from skd_tune.export import evaluate_exported, load_student
+from skd_tune.spec import load_spec
+
+from .conftest import REPO, deep_update, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_polyp_small_tiny_end_to_end(tmp_path, monkeypatch):
+    write_synthetic_mhist(tmp_path / "data" / "mhist-synth", n=120, seed=0, size=32)
+    raw = yaml.safe_load((REPO / "search_spaces" / "polyp-small.yaml").read_text())
+    raw = deep_update(raw, {
+        "name": "polyp-tiny",
+        "data": {"image_size": 32},
+        "teacher": {"model": "cnn_small", "epochs": 2, "batch_size": 32, "resources": {"cpu": 1}},
+        "student": {"epochs": 3, "batch_size": 32},
+        "search": {"num_samples": 3, "scheduler": {"name": "fifo"}},
+    })
+    raw["search"]["space"]["curriculum.pacing"] = {"choice": ["linear", "root"]}
+    spec_path = tmp_path / "polyp-tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+
+    proc = run_cli("run", str(spec_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exp = tmp_path / "runs" / "polyp-tiny"
+    summary = json.loads((exp / "results" / "data.json").read_text())
+    assert summary["subclass_names"] == ["HP-7/7", "HP-6/7", "HP-5/7", "HP-4/7", "SSA-7/7", "SSA-6/7", "SSA-5/7", "SSA-4/7"]
+    assert summary["positive_class"] == "SSA" and summary["difficulty"] == "annotator agreement"
+    assert 0 < summary["label_bits_train"] <= 2  # at most log2(4) bits with 4 subclasses per class
+    assert f"H(S|C) = {summary['label_bits_train']:.4f}" in proc.stdout
+
+    trials = pd.read_parquet(exp / "results" / "trials.parquet")
+    epochs = pd.read_parquet(exp / "results" / "epochs.parquet")
+    assert len(trials) == 3 and (trials["status"] == "TERMINATED").all()
+    assert set(trials["curriculum.pacing"]) <= {"linear", "root"}
+    # the curriculum ran: the first epoch used a share of the training set, the last one all of it
+    first = epochs[epochs["epoch"] == 1].set_index("trial_id")["train_share"]
+    assert (first < 1).all()
+    assert (epochs[epochs["epoch"] == 3]["train_share"] == 1).all()
+
+    monkeypatch.chdir(tmp_path)  # data.root is relative to the working directory
+    spec = load_spec(spec_path)
+    data = load_dataset(spec.data, spec.seed)
+    model, meta = load_student(exp / "export")
+    assert meta["class_names"] == ["HP", "SSA"] and meta["input_shape"] == [3, 32, 32]
+    metrics = evaluate_exported(model, meta, data.test.x, data.classes("test"))
+    assert metrics == pytest.approx(meta["metrics"]["test"])
