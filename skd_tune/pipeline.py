@@ -547,8 +547,10 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
         tables.flush(force=True)
     # The search finished: take each trial's final status, best checkpoint and error from Ray, which
     # knows them best (a trial restored as finished reports no new events to the callback).
+    known = set()
     for result in grid:
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_", 2)[-1]
+        known.add(trial_id)
         ckpt = None
         if result.best_checkpoints:
             try:
@@ -563,6 +565,14 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
             error=str(result.error)[-4000:] if result.error else None,
             max_epochs=spec.student.epochs,
         )
+    # A trial started by a driver that was SIGKILLed before Ray Tune snapshotted it does not exist for
+    # the restored search (which filled its place with a new trial): drop what the journal had of it.
+    lost = [t for t in tables.trial_ids() if t not in known]
+    for trial_id in lost:
+        tables.drop_trial(trial_id)
+    if lost:
+        print(f"[student] dropped {len(lost)} trial(s) started just before a kill that Ray Tune had not recorded: "
+              f"{', '.join(lost)}", flush=True)
     tables.flush(force=True)
     if grid.num_terminated == 0:
         raise PipelineError(

@@ -84,6 +84,19 @@ class ResultsTables:
         self._set_trial(trial_id, **fields)
         self._append({"trial": {"trial_id": trial_id, **{k: _plain(v) for k, v in fields.items()}}})
 
+    def drop_trial(self, trial_id: str) -> None:
+        """Forget a trial and its epochs (one that Ray Tune never recorded, see pipeline.py)."""
+        self._drop_trial(trial_id)
+        self._append({"drop": {"trial_id": trial_id}})
+
+    def _drop_trial(self, trial_id: str) -> None:
+        self._trials.pop(trial_id, None)
+        self._epochs = [row for row in self._epochs if row["trial_id"] != trial_id]
+        self._dirty = True
+
+    def trial_ids(self) -> list[str]:
+        return list(self._trials)
+
     def _append(self, record: dict[str, Any]) -> None:
         if self._journal is None:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +211,8 @@ class ResultsTables:
                     elif "trial" in record:
                         r = dict(record["trial"])
                         self._set_trial(r.pop("trial_id"), **r)
+                    elif "drop" in record:
+                        self._drop_trial(record["drop"]["trial_id"])
             self._dirty = True  # the Parquet files may lag behind the journal
             return
         epochs = self._read(self.epochs_path)

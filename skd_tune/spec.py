@@ -67,12 +67,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-def _check_model_name(name: str) -> str:
-    from .models import MODELS  # the registry is the single source of valid names
-
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    return name
+def _one_of(kind: str, value: str, names) -> str:
+    """`value` if it names an entry of a registry, else the error that lists the entries."""
+    if value not in names:
+        raise ValueError(f"unknown {kind} {value!r}; available: {', '.join(names)}")
+    return value
 
 
 class Resources(_Strict):
@@ -104,9 +103,7 @@ class DataSpec(_Strict):
     def _known_source(cls, v: str) -> str:
         from .data import SOURCES
 
-        if v not in SOURCES:
-            raise ValueError(f"unknown dataset source {v!r}; available: {', '.join(sorted(SOURCES))}")
-        return v
+        return _one_of("dataset source", v, sorted(SOURCES))
 
     @model_validator(mode="after")
     def _root_exists(self) -> "DataSpec":
@@ -127,7 +124,6 @@ class DataSpec(_Strict):
                     f"{Path.cwd()}); point it at the dataset"
                 )
         return self
-
 
     @property
     def subclass_scheme(self) -> str:
@@ -150,12 +146,12 @@ class CurriculumSpec(_Strict):
     def _known_pacing(cls, v: str) -> str:
         from .curriculum import PACING
 
-        if v not in PACING:
-            raise ValueError(f"unknown pacing {v!r}; available: {', '.join(PACING)}")
-        return v
+        return _one_of("pacing", v, list(PACING))
 
 
-class TeacherSpec(_Strict):
+class _TrainSpec(_Strict):
+    """What teacher and student training share: the model, the optimiser, the data handling."""
+
     model: str = "cnn"
     pretrained: bool = False
     epochs: int = Field(20, ge=1, le=10_000)
@@ -169,30 +165,23 @@ class TeacherSpec(_Strict):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        return _check_model_name(v)
+        from .models import MODELS  # the registry is the single source of valid names
+
+        return _one_of("model", v, sorted(MODELS))
 
 
-class StudentSpec(_Strict):
-    """The student's training; every scalar here can be searched under `search.space`."""
+class TeacherSpec(_TrainSpec):
+    """The teacher's training (on the subclass labels)."""
+
+
+class StudentSpec(_TrainSpec):
+    """The student's training; the fields in SEARCHABLE can be searched under `search.space`."""
 
     model: str = "mlp"
-    pretrained: bool = False
-    epochs: int = Field(20, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0, le=1)
     temperature: float = Field(4.0, gt=0, le=1000)
     w_ce: float = Field(1.0, ge=0, le=100)
     w_kd: float = Field(0.0, ge=0, le=100)
     w_skd: float = Field(1.0, ge=0, le=100)
-    augment: bool = False  # flips, 90-degree rotations, mild colour jitter (images), on the device
-    curriculum: CurriculumSpec = CurriculumSpec()
-    resources: Resources = Resources(cpu=1, gpu=0)
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        return _check_model_name(v)
 
 
 # Student fields a search may vary (everything numeric that does not change the model's shape).
@@ -268,9 +257,7 @@ class SchedulerSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {v!r}; available: {', '.join(SCHEDULERS)}")
-        return v
+        return _one_of("scheduler", v, SCHEDULERS)
 
 
 class SearchSpec(_Strict):
@@ -293,9 +280,7 @@ class SearchSpec(_Strict):
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, v: str) -> str:
-        if v not in SAMPLERS:
-            raise ValueError(f"unknown sampler {v!r}; available: {', '.join(SAMPLERS)}")
-        return v
+        return _one_of("sampler", v, SAMPLERS)
 
 
 class MethodsSpec(_Strict):

@@ -271,3 +271,15 @@ def test_damaged_parquet_without_journal_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "trials.parquet").write_bytes(b"PAR1 this is not a whole parquet file")
     with pytest.raises(ResultsError, match=r"trials\.parquet: not a readable Parquet file .* move it aside"):
         _tables(tmp_path)
+
+
+def test_dropped_trial_stays_dropped_after_reload(tmp_path) -> None:
+    first = _tables(tmp_path)
+    _feed(first, "kept", {"lr": 0.01, "temperature": 4.0}, [0.5, 0.6])
+    _feed(first, "lost", {"lr": 0.02, "temperature": 2.0}, [0.4])
+    first.drop_trial("lost")
+    first.flush(force=True)
+    assert pd.read_parquet(tmp_path / "trials.parquet")["trial_id"].tolist() == ["kept"]
+    assert set(pd.read_parquet(tmp_path / "epochs.parquet")["trial_id"]) == {"kept"}
+    second = _tables(tmp_path)
+    assert second.trial_ids() == ["kept"] and set(second.epochs_frame()["trial_id"]) == {"kept"}
