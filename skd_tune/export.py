@@ -21,7 +21,7 @@ from .losses import class_logits, class_membership
 from .metrics import classification_metrics
 from .models import build_model
 from .spec import Spec
-from .train import load_state
+from .train import best_weights, load_state
 
 __all__ = ["evaluate_exported", "export_student", "load_student", "predict"]
 
@@ -32,7 +32,7 @@ def export_student(out_dir: Path, spec: Spec, data: Dataset, checkpoint_dir: Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     student = spec.student_for(params)
-    state = load_state(checkpoint_dir)["model"]
+    state = best_weights(load_state(checkpoint_dir))
     meta = {
         "format": 1,
         "model": student.model,

@@ -401,6 +401,13 @@ def _tune_stage(name: str, exp: Experiment, trainable, make_tuner: Callable):
     return tuner
 
 
+# The 3 latest checkpoints of each trial, with no score attribute: the experiment snapshot that Tune
+# restores from is forced at least every 3 checkpoints, so the checkpoint it names always still exists
+# (with num_to_keep=1 and a score, a SIGKILL could leave it naming a deleted one). Each checkpoint
+# carries the best epoch's weights, so the latest one is all export needs.
+_CHECKPOINTS = tune.CheckpointConfig(num_to_keep=3)
+
+
 def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> dict[str, Any]:
     from .trainables import teacher_trainable
 
@@ -419,7 +426,7 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
                 name="teacher",
                 storage_path=str(exp.root.resolve()),
                 verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode),
+                checkpoint_config=_CHECKPOINTS,
                 failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
                 callbacks=[StageCallback("teacher", [], metric, mode, 1, spec.teacher.epochs)],
             ),
@@ -432,12 +439,14 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
             f"the teacher trial failed: {_short_error(grid.errors[0])}. Its full log is under {exp.root / 'teacher'}; "
             "fix the cause and run the same command again to resume"
         )
-    best = grid.get_best_result(metric, mode)
-    checkpoint = best.get_best_checkpoint(metric, mode)
-    best_metrics = next(m for c, m in best.best_checkpoints if c.path == checkpoint.path)
+    best = grid.get_best_result(metric, mode, scope="all")
+    checkpoint = best.checkpoint  # the latest: it carries the best epoch's weights
+    tables = ResultsTables(exp.results_dir, [], metric, mode, prefix="teacher_")
+    row = tables.best_trial() or {}
+    tables.close()
     info = {
         "checkpoint": os.path.relpath(checkpoint.path, exp.root.resolve()),
-        "metrics": {k: v for k, v in best_metrics.items() if k.startswith("val_") or k == "epoch"},
+        "metrics": {k.removeprefix("best_"): v for k, v in row.items() if k.startswith("best_val_")} | {"epoch": int(row["best_epoch"]) if row.get("best_epoch") is not None else None},
     }
     exp.mark_done("teacher", **info)
     return info
@@ -533,7 +542,7 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
                 name="student",
                 storage_path=str(exp.root.resolve()),
                 verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode),
+                checkpoint_config=_CHECKPOINTS,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 callbacks=[StageCallback("student", param_names, s.metric, s.mode, s.num_samples, spec.student.epochs)],
             ),
@@ -551,12 +560,7 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
     for result in grid:
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_", 2)[-1]
         known.add(trial_id)
-        ckpt = None
-        if result.best_checkpoints:
-            try:
-                ckpt = result.get_best_checkpoint(s.metric, s.mode)
-            except (RuntimeError, ValueError):  # no checkpoint with a finite metric
-                ckpt = result.checkpoint
+        ckpt = result.checkpoint  # the latest: it carries the trial's best epoch's weights
         tables.set_trial(
             trial_id,
             params=result.config,

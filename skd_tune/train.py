@@ -36,6 +36,7 @@ __all__ = [
     "fit",
     "pick_device",
     "predict_logits",
+    "best_weights",
     "load_state",
     "make_optimizer",
     "membership_for",
@@ -264,10 +265,20 @@ def membership_for(subclass_to_class: np.ndarray, device) -> torch.Tensor:
     return class_membership(torch.as_tensor(np.array(subclass_to_class, dtype=np.int64, copy=True))).to(device)
 
 
-def save_state(directory: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-    """Write a resumable checkpoint (model, optimizer, finished epochs) into `directory`."""
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(epoch)},
-               os.path.join(directory, STATE_FILE))
+def save_state(directory: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+               best: dict | None = None) -> None:
+    """Write a resumable checkpoint into `directory`: model, optimizer, finished epochs, and `best`
+    ({"model": state_dict, "epoch": int, "value": float}: the best epoch so far, carried forward so the
+    latest checkpoint alone holds everything and older ones can be deleted)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(epoch)}
+    if best is not None:
+        state["best"] = best
+    torch.save(state, os.path.join(directory, STATE_FILE))
+
+
+def best_weights(state: dict) -> dict:
+    """The best epoch's model weights of a checkpoint (its current weights if it records no best)."""
+    return state["best"]["model"] if "best" in state else state["model"]
 
 
 def load_state(directory: str | os.PathLike) -> dict:

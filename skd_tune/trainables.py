@@ -7,6 +7,7 @@ metrics every epoch with a checkpoint, and continues from `tune.get_checkpoint()
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from .train import (
     CheckpointError,
     Curriculum,
     DeviceSplit,
+    best_weights,
     fit,
     load_state,
     make_optimizer,
@@ -55,9 +57,10 @@ def _curriculum(role_spec, difficulty: np.ndarray | None, seed: int, device) -> 
 
 
 def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batch_size: int, seed: int,
-         curriculum: Curriculum | None = None, augment: bool = False) -> None:
-    """The shared epoch loop: resume from Tune's checkpoint, then report every epoch with a checkpoint."""
-    start_epoch = 0
+         metric: str, mode: str, curriculum: Curriculum | None = None, augment: bool = False) -> None:
+    """The shared epoch loop: resume from Tune's checkpoint, then report every epoch with a checkpoint
+    that also carries the best epoch's weights (by `metric` and `mode`)."""
+    start_epoch, best = 0, None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -65,11 +68,17 @@ def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batc
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
+        best = state.get("best")
     membership = membership_for(data.subclass_to_class, train.x.device)
     for metrics in fit(model, optimizer, loss_fn, train, val, membership, data.positive_class, epochs, batch_size, seed,
                        start_epoch, curriculum=curriculum, augment=augment):
+        value = float(metrics.get(metric, math.nan))
+        better = best is None or math.isnan(best["value"]) or (value > best["value"] if mode == "max" else value < best["value"])
+        if better and not (best is not None and math.isnan(value)):
+            best = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                    "epoch": int(metrics["epoch"]), "value": value}
         with tempfile.TemporaryDirectory() as d:
-            save_state(d, model, optimizer, int(metrics["epoch"]))
+            save_state(d, model, optimizer, int(metrics["epoch"]), best)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
@@ -85,7 +94,7 @@ def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> N
     optimizer = make_optimizer(model, teacher.lr, teacher.weight_decay)
     curriculum = _curriculum(teacher, data.train.difficulty, spec.seed, device)
     _run(model, optimizer, teacher_loss(train), train, val, data, teacher.epochs, teacher.batch_size, spec.seed,
-         curriculum, teacher.augment)
+         spec.search.metric, spec.search.mode, curriculum, teacher.augment)
 
 
 def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None) -> None:
@@ -114,7 +123,7 @@ def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teac
         difficulty = teacher_difficulty(teacher_logits, data.train.subclass)
     curriculum = _curriculum(student, difficulty, spec.seed, device)
     _run(model, optimizer, student_loss(train, t_logits, objective), train, val, data, student.epochs,
-         student.batch_size, spec.seed, curriculum, student.augment)
+         student.batch_size, spec.seed, spec.search.metric, spec.search.mode, curriculum, student.augment)
 
 
 def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[str, np.ndarray]:
@@ -125,7 +134,7 @@ def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[
     set_threads(spec.teacher.resources.cpu)
     device = pick_device()
     model = build_model(spec.teacher.model, data.num_subclasses, data.input_shape, data.mean, data.std, False)
-    model.load_state_dict(load_state(checkpoint_dir)["model"])
+    model.load_state_dict(best_weights(load_state(checkpoint_dir)))
     model = to_device(model, device, len(data.input_shape) == 3)
     out = {}
     for name in ("train", "val", "test"):
