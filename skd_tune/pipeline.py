@@ -279,6 +279,10 @@ def init_ray(address: str | None = None, verbose: bool = False) -> bool:
     # Our Parquet tables are the record of every trial: skip Tune's CSV/JSON/TensorBoard loggers.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Snapshot Tune's experiment state at every step (its default: at most every 10 s). A trial that
+    # finished after the last snapshot is trained again after a SIGKILL; with this, the window is one
+    # step of the driver loop. Cheap at the scale of a search (one JSON file per step).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     import ray
 
     if not verbose:
@@ -481,7 +485,6 @@ def _class_metrics(sub_logits: np.ndarray, data: Dataset, split: str) -> dict[st
 
 
 def _tune_domains(spec: Spec) -> dict[str, Any]:
-
     space = {}
     for key, dist in spec.search.space.items():
         kind = dist.kind
