@@ -11,6 +11,7 @@ message the CLI prints before exiting with code 2.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import math
@@ -215,7 +216,7 @@ class Distribution(_Strict):
 
     uniform: tuple[float, float] | None = None
     loguniform: tuple[float, float] | None = None
-    int: tuple[int, int] | None = None
+    int: tuple[builtins.int, builtins.int] | None = None  # (the field name shadows the builtin here)
     choice: list[Any] | None = None
 
     @model_validator(mode="after")

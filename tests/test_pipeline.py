@@ -166,3 +166,16 @@ def test_damaged_checkpoint_is_a_clear_error(tiny_run, tmp_path, which):
     assert f"{ckpt}: damaged checkpoint" in proc.stderr and "Delete that checkpoint directory" in proc.stderr
     assert "Traceback" not in proc.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(copy / "results" / "trials.parquet"), before)
+
+
+@pytest.mark.parametrize("sampler", ["cmaes", "random"])
+def test_other_samplers_with_int_and_choice_parameters(tmp_path, write_spec, sampler):
+    path = write_spec({"search": {"sampler": sampler, "num_samples": 3, "scheduler": {"name": "fifo"}, "space": {
+        "temperature": {"loguniform": [1.0, 10.0]}, "batch_size": {"int": [32, 128]},
+        "curriculum.pacing": {"choice": ["none", "linear"]}}}, "student": {"epochs": 2}})
+    proc = run_cli("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = pd.read_parquet(tmp_path / "runs" / "tiny" / "results" / "trials.parquet")
+    assert len(trials) == 3 and (trials["status"] == "TERMINATED").all()
+    assert trials["batch_size"].between(32, 128).all() and (trials["batch_size"] % 1 == 0).all()
+    assert set(trials["curriculum.pacing"]) <= {"none", "linear"}

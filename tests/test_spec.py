@@ -138,3 +138,11 @@ def test_cli_subprocess_exit_code_and_no_traceback(write_spec, tmp_path):
 def test_help_lists_run(tmp_path):
     proc = run_cli("--help", cwd=tmp_path, timeout=60)
     assert proc.returncode == 0 and "run" in proc.stdout
+
+
+def test_int_and_choice_distributions_parse(write_spec):
+    spec = load_spec(write_spec({"search": {"space": {
+        "batch_size": {"int": [32, 128]}, "curriculum.pacing": {"choice": ["none", "linear"]}}}}))
+    assert spec.search.space["batch_size"].int == (32, 128)
+    assert spec.search.space["curriculum.pacing"].choice == ["none", "linear"]
+    assert spec.student_for({"batch_size": 64, "curriculum.pacing": "linear"}).curriculum.pacing == "linear"
