@@ -499,11 +499,15 @@ def _tune_domains(spec: Spec) -> dict[str, Any]:
     return space
 
 
-SAMPLER_FACTORIES: dict[str, Callable[[int], Any]] = {
-    "tpe": lambda seed: __import__("optuna").samplers.TPESampler(seed=seed),
-    "cmaes": lambda seed: __import__("optuna").samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-    "random": lambda seed: __import__("optuna").samplers.RandomSampler(seed=seed),
-}
+def make_sampler(name: str, seed: int):
+    """The seeded Optuna sampler the spec names (`search.sampler`, validated against SAMPLERS)."""
+    import optuna
+
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np.ndarray], resume_cmd: str):
@@ -526,7 +530,7 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
     def make():
         searcher = None
         if s.space:
-            searcher = ConcurrencyLimiter(OptunaSearch(sampler=SAMPLER_FACTORIES[s.sampler](spec.seed)), max_concurrent=s.max_concurrent)
+            searcher = ConcurrencyLimiter(OptunaSearch(sampler=make_sampler(s.sampler, spec.seed)), max_concurrent=s.max_concurrent)
         if s.scheduler.name == "asha":
             scheduler = ASHAScheduler(
                 time_attr="training_iteration", max_t=spec.student.epochs,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
