@@ -20,6 +20,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and worker output")
     st = sub.add_parser("status", help="stages done, trials by status, best so far (works while a search runs)")
     st.add_argument("experiment", help="experiment directory, e.g. runs/digits-skd")
+    rp = sub.add_parser("report", help="method table, leaderboard and plots: report/index.html + report/summary.md (works mid-run)")
+    rp.add_argument("experiment", help="experiment directory, e.g. runs/digits-skd")
+    rp.add_argument("--out", default=None, help="where to write the report (default: EXPERIMENT/report)")
+    rp.add_argument("--top", type=int, default=10, help="trials in the leaderboard (default: 10)")
+    ex = sub.add_parser("export", help="the best student as state_dict + meta.json, TorchScript and ONNX, each checked")
+    ex.add_argument("experiment", help="experiment directory (its export/ stage must be done), or an export directory")
+    ex.add_argument("--out", required=True, help="directory to write the artefacts into")
+    ex.add_argument("--formats", default="state_dict,torchscript,onnx",
+                    help="comma-separated: state_dict, torchscript, onnx (default: all three; onnx needs the [onnx] extra)")
+    pr = sub.add_parser("predict", help="class, its probability and subclass probabilities for each input")
+    pr.add_argument("export_dir", help="a directory written by `skd-tune export` (or an experiment's export/)")
+    pr.add_argument("inputs", nargs="+", help="image files (PNG/JPEG) for image models; .npy or .csv files of rows for tabular ones")
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     sm = dsub.add_parser("synth-mhist", help="write a synthetic dataset in MHIST's layout (annotations.csv + images/)")
@@ -40,6 +52,26 @@ def main(argv: list[str] | None = None) -> int:
             from .status import experiment_status, format_status
 
             print(format_status(experiment_status(args.experiment)))
+            return 0
+        if args.command == "report":
+            from pathlib import Path
+
+            from .report import build_report
+
+            report = build_report(args.experiment, out_dir=Path(args.out) if args.out else None, top=args.top)
+            print(report.text)
+            print(f"report: {report.html} (summary: {report.summary})")
+            return 0
+        if args.command == "export":
+            from .export import export_artifacts, format_export
+
+            formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+            print(format_export(export_artifacts(args.experiment, args.out, formats)))
+            return 0
+        if args.command == "predict":
+            from .export import format_predictions, predict_inputs
+
+            print(format_predictions(predict_inputs(args.export_dir, args.inputs)))
             return 0
         if args.command == "data" and args.data_command == "synth-mhist":
             import time
