@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    adjusted_mutual_info_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
-__all__ = ["classification_metrics", "label_bits"]
+__all__ = ["classification_metrics", "label_bits", "subclass_ami", "subclass_usage"]
+
+DEAD_SHARE_THRESHOLD = 0.01  # a subclass is "dead" if it is the argmax of < 1% of its class's examples
 
 
 def classification_metrics(y_true: np.ndarray, class_probs: np.ndarray, positive_class: int = 1) -> dict[str, float]:
@@ -56,3 +65,79 @@ def label_bits(subclass: np.ndarray, subclass_to_class: np.ndarray) -> float:
         p = cc[cc > 0] / nc
         bits += (nc / n) * float(-(p * np.log2(p)).sum())
     return bits
+
+
+def subclass_usage(
+    subclass_probs: np.ndarray, classes: np.ndarray, subclass_to_class: np.ndarray
+) -> dict:
+    """How invented subclasses use their capacity, class by class.
+
+    For each class c with subclasses s in c (K_c of them) and the N_c examples whose class is c, each
+    example is assigned to its argmax subclass *among c's subclasses* (the other classes' subclasses
+    are ignored, so this is defined whatever the class prediction), and with n_s the count of s:
+
+        p(s|c)           = n_s / N_c
+        entropy_bits     = - sum_{s in c, n_s > 0} p(s|c) log2 p(s|c)      (0 <= . <= log2 K_c)
+        max_entropy_bits = log2 K_c
+        dead_share       = |{s in c : n_s < 0.01 * N_c}| / K_c             ("dead": argmax of < 1% of c)
+
+    A class with no examples has entropy 0, counts 0 and every subclass dead. The overall
+    `dead_share` is over all S subclasses: sum_c (number of dead subclasses of c) / S.
+
+    Args:
+        subclass_probs: (N, S) subclass probabilities (or logits: only the argmax within a class is used).
+        classes: (N,) int class index of each example (true labels, normally).
+        subclass_to_class: (S,) int class of each subclass.
+    Returns:
+        {"per_class": [{"class": c, "entropy_bits", "max_entropy_bits", "dead_share", "counts": [n_s for
+        s in c, in subclass order]}, ... for each class in sorted order], "dead_share": float}.
+    """
+    probs = np.asarray(subclass_probs, dtype=np.float64)
+    classes = np.asarray(classes)
+    s2c = np.asarray(subclass_to_class)
+    if probs.ndim != 2 or probs.shape[1] != len(s2c):
+        raise ValueError(f"subclass_probs must be (N, {len(s2c)}), got shape {probs.shape}")
+    if len(classes) != len(probs):
+        raise ValueError(f"classes has {len(classes)} entries, subclass_probs has {len(probs)} rows")
+    per_class = []
+    n_dead = 0
+    for c in np.unique(s2c):
+        members = np.flatnonzero(s2c == c)
+        k = len(members)
+        rows = probs[classes == c][:, members]
+        n_c = len(rows)
+        counts = np.bincount(rows.argmax(axis=1), minlength=k) if n_c else np.zeros(k, dtype=np.int64)
+        if n_c:
+            p = counts[counts > 0] / n_c
+            entropy = float(-(p * np.log2(p)).sum())
+        else:
+            entropy = 0.0
+        dead = int((counts < DEAD_SHARE_THRESHOLD * n_c).sum()) if n_c else k
+        n_dead += dead
+        per_class.append(
+            {
+                "class": int(c),
+                "entropy_bits": entropy + 0.0,  # no -0.0
+                "max_entropy_bits": float(np.log2(k)),
+                "dead_share": dead / k,
+                "counts": [int(n) for n in counts],
+            }
+        )
+    return {"per_class": per_class, "dead_share": n_dead / len(s2c)}
+
+
+def subclass_ami(subclass_probs_or_logits: np.ndarray, true_subclass: np.ndarray) -> float:
+    """Adjusted mutual information between the known subclasses and the argmax invented subclass.
+
+        AMI(U, V) = (I(U; V) - E[I(U; V)]) / (mean(H(U), H(V)) - E[I(U; V)])
+
+    with U the true subclass labels (N,), V = argmax_s of (N, S) probabilities or logits (the same
+    argmax), E[.] the expectation under random labellings with the same cluster sizes, and the
+    arithmetic mean (scikit-learn's `adjusted_mutual_info_score` default). It is invariant to
+    renaming the invented subclasses: 1 for a relabelled perfect match, about 0 for chance.
+    """
+    scores = np.asarray(subclass_probs_or_logits)
+    true_subclass = np.asarray(true_subclass)
+    if scores.ndim != 2 or len(scores) != len(true_subclass):
+        raise ValueError(f"need (N, S) scores and (N,) labels, got {scores.shape} and {true_subclass.shape}")
+    return float(adjusted_mutual_info_score(true_subclass, scores.argmax(axis=1)))

@@ -1,7 +1,7 @@
 """The pipeline: one experiment directory, stages run in order, each recorded in `state.json`.
 
     data -> teacher (Ray Tune) -> teacher_logits (Ray task) -> student search (Ray Tune + Optuna + ASHA)
-         -> export
+         -> export -> methods (the no-KD / KD / SKD table: Ray Tune, one trial per method and seed)
 
 Stages already done are skipped when the same command runs again; the Tune stages are continued
 with `Tuner.restore`.
@@ -34,7 +34,7 @@ __all__ = ["Experiment", "PipelineError", "SearchInterrupted", "run"]
 
 log = logging.getLogger("skd_tune")
 
-STAGES = ("teacher", "teacher_logits", "student", "export")
+STAGES = ("teacher", "teacher_logits", "student", "export", "methods")
 
 
 from .errors import PipelineError, SearchInterrupted
@@ -101,6 +101,11 @@ class Experiment:
         if self.spec_file.exists():
             old = yaml.safe_load(self.spec_file.read_text()) or {}
             old_hash = self.read_state().get("spec_hash")
+            try:  # re-validated, so fields added to skd-tune since (with their defaults) do not count as a change
+                old = Spec.model_validate(old).model_dump(mode="json")
+                old_hash = spec_hash(Spec.model_validate(old))
+            except ValueError:
+                pass  # a frozen spec this version cannot read: compare the stored hash, report the raw diff
             nothing_computed = not self.read_state()["stages"] and not any((self.root / d).exists() for d in ("teacher", "student"))
             if old_hash != digest and not nothing_computed:
                 diffs = _diff({k: v for k, v in old.items() if k not in LOCATION_FIELDS},
@@ -310,7 +315,7 @@ def _preflight_models(spec: Spec, data: Dataset) -> None:
     for role in ("teacher", "student"):
         model_name = getattr(spec, role).model
         try:
-            model = build_model(model_name, data.num_subclasses, data.input_shape, data.mean, data.std, False).eval()
+            model = build_model(model_name, data.num_outputs, data.input_shape, data.mean, data.std, False).eval()
             with torch.no_grad():
                 out = model(x)
         except (ValueError, RuntimeError) as e:
@@ -318,8 +323,8 @@ def _preflight_models(spec: Spec, data: Dataset) -> None:
                 f"{role}.model {model_name!r} cannot take the {data.name} inputs of shape {data.input_shape}: "
                 f"{_short_error(e)}. Choose another {role}.model in the spec"
             ) from None
-        if tuple(out.shape) != (2, data.num_subclasses):
-            raise PipelineError(f"{role}.model {model_name!r} gives outputs of shape {tuple(out.shape)[1:]}, expected ({data.num_subclasses},)")
+        if tuple(out.shape) != (2, data.num_outputs):
+            raise PipelineError(f"{role}.model {model_name!r} gives outputs of shape {tuple(out.shape)[1:]}, expected ({data.num_outputs},)")
 
 
 def _write_data_summary(exp: Experiment, spec: Spec, data: Dataset, bits: float) -> None:
@@ -336,6 +341,12 @@ def _write_data_summary(exp: Experiment, spec: Spec, data: Dataset, bits: float)
         "split_sizes": {name: len(data.split(name)) for name in ("train", "val", "test")},
         "subclass_counts": counts,
         "label_bits_train": bits,
+        "outputs": {
+            "invented": data.invented,
+            "outputs_per_group": data.outputs_per_group,
+            "names": data.output_names,
+            "output_to_class": data.output_to_class.tolist(),
+        },
         "difficulty": "annotator agreement" if data.train.difficulty is not None else "teacher loss (for a curriculum)",
         "teacher_logits": "clean inputs, cached once (no augmentation)",
     }
@@ -413,43 +424,56 @@ _CHECKPOINTS = tune.CheckpointConfig(num_to_keep=3)
 
 
 def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> dict[str, Any]:
+    """The teacher stage: one trial, or a small Optuna search over `search.teacher.space` (e.g. the
+    auxiliary loss's beta and t_aux) whose best trial by `search.metric` becomes the teacher."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
     from .trainables import teacher_trainable
 
     metric, mode = spec.search.metric, spec.search.mode
+    ts = spec.search.teacher
     res = spec.teacher.resources
     trainable = tune.with_resources(
         tune.with_parameters(teacher_trainable, spec=spec, data=data), {"cpu": res.cpu, "gpu": res.gpu}
     )
+    param_names = list(ts.space)
 
     def make():
+        searcher = None
+        if ts.space:
+            searcher = ConcurrencyLimiter(OptunaSearch(sampler=make_sampler(spec.search.sampler, spec.seed)),
+                                          max_concurrent=spec.search.max_concurrent)
         return tune.Tuner(
             trainable,
-            param_space={},
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, trial_dirname_creator=_trial_dirname),
+            param_space=_tune_domains(ts.space),
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=ts.num_samples, search_alg=searcher,
+                                        max_concurrent_trials=spec.search.max_concurrent, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 name="teacher",
                 storage_path=str(exp.root.resolve()),
                 verbose=0,
                 checkpoint_config=_CHECKPOINTS,
                 failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
-                callbacks=[StageCallback("teacher", [], metric, mode, 1, spec.teacher.epochs)],
+                callbacks=[StageCallback("teacher", param_names, metric, mode, ts.num_samples, spec.teacher.epochs)],
             ),
         )
 
     grid = _tune_stage("teacher", exp, trainable, make).fit()
-    _interrupted_or_failed("teacher", grid, 1, resume_cmd)
-    if grid.num_errors:
+    _interrupted_or_failed("teacher", grid, ts.num_samples, resume_cmd)
+    if grid.num_terminated == 0:
         raise PipelineError(
             f"the teacher trial failed: {_short_error(grid.errors[0])}. Its full log is under {exp.root / 'teacher'}; "
             "fix the cause and run the same command again to resume"
         )
     best = grid.get_best_result(metric, mode, scope="all")
     checkpoint = best.checkpoint  # the latest: it carries the best epoch's weights
-    tables = ResultsTables(exp.results_dir, [], metric, mode, prefix="teacher_")
+    tables = ResultsTables(exp.results_dir, param_names, metric, mode, prefix="teacher_")
     row = tables.best_trial() or {}
     tables.close()
     info = {
         "checkpoint": os.path.relpath(checkpoint.path, exp.root.resolve()),
+        "params": {p: _plain(v) for p, v in best.config.items() if p in ts.space},
         "metrics": {k.removeprefix("best_"): v for k, v in row.items() if k.startswith("best_val_")} | {"epoch": int(row["best_epoch"]) if row.get("best_epoch") is not None else None},
     }
     exp.mark_done("teacher", **info)
@@ -467,8 +491,39 @@ def run_teacher_logits(spec: Spec, exp: Experiment, data: Dataset, teacher_info:
             np.save(f, arr.astype(np.float32))
         os.replace(tmp, exp.logits_dir / f"{name}.npy")
     test = _class_metrics(logits["test"], data, "test")
-    exp.mark_done("teacher_logits", shapes={k: list(v.shape) for k, v in logits.items()}, test_metrics=test)
+    info: dict[str, Any] = {}
+    if data.outputs_per_group > 1:
+        info["subclasses"] = _write_subclass_diagnostics(exp, data, logits)
+    exp.mark_done("teacher_logits", shapes={k: list(v.shape) for k, v in logits.items()}, test_metrics=test, **info)
     return logits
+
+
+def _write_subclass_diagnostics(exp: Experiment, data: Dataset, logits: dict[str, np.ndarray]) -> dict[str, Any]:
+    """results/subclasses.json: how the teacher's invented subclasses (several outputs per group) use
+    their capacity on the training split, and how well they match the known subclasses on the test
+    split (adjusted mutual information; the known ones are the source's own, e.g. the ten digits)."""
+    import torch
+
+    from .metrics import subclass_ami, subclass_usage
+
+    probs = torch.softmax(torch.from_numpy(np.array(logits["train"], dtype=np.float32)), 1).numpy()
+    usage = subclass_usage(probs, data.classes("train"), data.output_to_class)
+    for row in usage["per_class"]:
+        row["class"] = data.class_names[row["class"]]
+    out = {
+        "scheme": "invented" if data.invented else "known, split",
+        "outputs_per_group": data.outputs_per_group,
+        "output_names": data.output_names,
+        "per_class": usage["per_class"],
+        "dead_share": usage["dead_share"],
+        "ami_test": subclass_ami(logits["test"], data.test.subclass),
+        "ami_against": "known subclasses of the source (" + ", ".join(data.subclass_names) + ")",
+    }
+    tmp = exp.results_dir / ".subclasses.json.tmp"
+    tmp.write_text(json.dumps(out, indent=2))
+    os.replace(tmp, exp.results_dir / "subclasses.json")
+    return {k: out[k] for k in ("dead_share", "ami_test")} | {
+        "entropy_bits": [r["entropy_bits"] for r in out["per_class"]]}
 
 
 def load_teacher_logits(exp: Experiment) -> dict[str, np.ndarray]:
@@ -480,13 +535,14 @@ def _class_metrics(sub_logits: np.ndarray, data: Dataset, split: str) -> dict[st
 
     from .losses import class_logits, class_membership
 
-    cls = class_logits(torch.tensor(sub_logits), class_membership(torch.tensor(data.subclass_to_class)))
+    cls = class_logits(torch.tensor(sub_logits), class_membership(torch.tensor(data.output_to_class)))
     return classification_metrics(data.classes(split), torch.softmax(cls, 1).numpy(), data.positive_class)
 
 
-def _tune_domains(spec: Spec) -> dict[str, Any]:
+def _tune_domains(distributions: dict) -> dict[str, Any]:
+    """Ray Tune domains for a spec's search space (name -> `Distribution`)."""
     space = {}
-    for key, dist in spec.search.space.items():
+    for key, dist in distributions.items():
         kind = dist.kind
         if kind == "uniform":
             space[key] = tune.uniform(*dist.uniform)
@@ -540,7 +596,7 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
             scheduler = FIFOScheduler()
         return tune.Tuner(
             trainable,
-            param_space=_tune_domains(spec),
+            param_space=_tune_domains(s.space),
             tune_config=tune.TuneConfig(
                 metric=s.metric, mode=s.mode, num_samples=s.num_samples, search_alg=searcher, scheduler=scheduler,
                 max_concurrent_trials=s.max_concurrent, reuse_actors=True, trial_dirname_creator=_trial_dirname,
@@ -610,9 +666,99 @@ def run_export(spec: Spec, exp: Experiment, data: Dataset, tables: ResultsTables
     meta_path = exp.export_dir / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta["metrics"]["test"] = test
-    meta_path.write_text(json.dumps(meta, indent=2))
-    exp.mark_done("export", trial_id=best["trial_id"], test_metrics=test, path=str(out))
+    tmp = meta_path.with_name(".meta.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, meta_path)
+    exp.mark_done("export", trial_id=best["trial_id"], test_metrics=test, path=os.path.relpath(out, exp.root))
     return {"trial_id": best["trial_id"], "params": params, "val": best.get(f"best_{spec.search.metric}"), "test": test}
+
+
+def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np.ndarray], search: ResultsTables,
+                resume_cmd: str):
+    """The method table: the best search configuration as no-KD, KD and SKD (methods.py), each retrained
+    with `methods.seeds` seeds as Ray Tune trials (experiment `final/`) and scored on the test split.
+
+    Writes results/methods.parquet (one row per method and seed) and results/methods_summary.parquet.
+    """
+    import pandas as pd
+
+    from .methods import METHODS, method_params, method_table
+    from .results import write_table_atomic
+    from .trainables import method_trainable
+
+    best = search.best_trial()
+    if best is None:
+        raise PipelineError(f"no finished student trial to build the method table from; see {exp.results_dir / 'trials.parquet'}")
+    params = {p: _plain(best[p]) for p in spec.search.space}
+    chosen = spec.student_for(params)
+    configs = method_params(params, chosen.w_kd, chosen.w_skd)
+    seeds = [spec.seed + k for k in range(spec.methods.seeds)]
+    metric, mode = spec.search.metric, spec.search.mode
+    res = spec.student.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(method_trainable, spec=spec, data=data, teacher_logits=logits["train"], method_params=configs),
+        {"cpu": res.cpu, "gpu": res.gpu},
+    )
+    total = len(METHODS) * len(seeds)
+
+    def make():
+        return tune.Tuner(
+            trainable,
+            param_space={"method": tune.grid_search(list(METHODS)), "seed": tune.grid_search(seeds)},
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, max_concurrent_trials=spec.search.max_concurrent,
+                                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(
+                name="final",
+                storage_path=str(exp.root.resolve()),
+                verbose=0,
+                checkpoint_config=_CHECKPOINTS,
+                failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
+                callbacks=[StageCallback("methods", ["method", "seed"], metric, mode, total, spec.student.epochs)],
+            ),
+        )
+
+    grid = _tune_stage("final", exp, trainable, make).fit()
+    tables = ResultsTables(exp.results_dir, ["method", "seed"], metric, mode, prefix="methods_")
+    try:
+        _interrupted_or_failed("methods", grid, total, resume_cmd)
+    finally:
+        tables.flush(force=True)
+    per_trial = tables.trials_frame().set_index("trial_id")
+    rows = []
+    for result in grid:
+        cfg, last = result.config, result.metrics or {}
+        trial_id = last.get("trial_id") or Path(result.path).name.split("_", 2)[-1]
+        student = spec.student_for(configs[cfg["method"]])
+        row: dict[str, Any] = {"method": cfg["method"], "seed": int(cfg["seed"]), "trial_id": trial_id,
+                               "status": "ERROR" if result.error else "TERMINATED"}
+        row |= {p: configs[cfg["method"]].get(p) for p in spec.search.space}
+        row |= {"temperature": student.temperature, "w_ce": student.w_ce, "w_kd": student.w_kd, "w_skd": student.w_skd,
+                "lr": student.lr, "best_epoch": last.get("best_epoch")}
+        if trial_id in per_trial.index:
+            mine = per_trial.loc[trial_id]
+            row |= {c.removeprefix("best_"): mine[c] for c in per_trial.columns if c.startswith("best_val_")}
+        row |= {k: float(v) for k, v in last.items() if k.startswith("test_")}
+        row["error"] = _short_error(result.error) if result.error else None
+        rows.append(row)
+    order = {m: i for i, m in enumerate(METHODS)}
+    runs = pd.DataFrame(rows).sort_values(["method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c)
+    runs = runs.reset_index(drop=True)
+    write_table_atomic(runs, exp.results_dir / "methods.parquet")
+    teacher_test = (exp.stage_done("teacher_logits") or {}).get("test_metrics")
+    table = method_table(runs, teacher_test)
+    write_table_atomic(table, exp.results_dir / "methods_summary.parquet")
+    if grid.num_terminated == 0:
+        raise PipelineError(
+            f"every method-table run failed; the first error: {_short_error(grid.errors[0] if grid.errors else None)}. "
+            f"Each run's error text is in {exp.results_dir / 'methods.parquet'} (column `error`)"
+        )
+    exp.mark_done("methods", seeds=seeds, from_trial=best["trial_id"], params=configs, errored=grid.num_errors,
+                  table=table.to_dict("records"))
+    return table
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -625,6 +771,7 @@ class RunSummary:
     label_bits: float
     teacher: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
+    methods: Any = None  # the method table (pandas), when methods.seeds > 0
     seconds: float = 0.0
 
 
@@ -639,10 +786,18 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     resumed = exp.prepare(spec)
     printer(f"experiment {exp.root} ({'resuming' if resumed else 'new'})")
     bits = label_bits(data.train.subclass, data.subclass_to_class)
-    printer(
-        f"data {data.name}: train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, "
-        f"{data.num_classes} classes, {data.num_subclasses} subclasses, H(S|C) = {bits:.4f} bits per training sample"
-    )
+    if data.invented:
+        printer(
+            f"data {data.name}: train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, {data.num_classes} classes; "
+            f"the teacher invents {data.outputs_per_group} subclasses per class ({data.num_outputs} outputs; the known "
+            f"{data.num_subclasses} subclasses, H(S|C) = {bits:.4f} bits, serve only to score them)"
+        )
+    else:
+        printer(
+            f"data {data.name}: train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, "
+            f"{data.num_classes} classes, {data.num_subclasses} subclasses, H(S|C) = {bits:.4f} bits per training sample"
+            + (f"; {data.outputs_per_group} teacher outputs per subclass" if data.outputs_per_group > 1 else "")
+        )
     _write_data_summary(exp, spec, data, bits)
     stopped = stop_orphans(exp.root)
     if stopped:
@@ -659,6 +814,12 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
         logits = run_teacher_logits(spec, exp, data, teacher)
     teacher_test = exp.stage_done("teacher_logits")["test_metrics"]
     printer(f"[teacher] logits cached in {exp.logits_dir} (clean inputs); teacher test f1 {teacher_test['f1']:.4f}")
+    diag = exp.stage_done("teacher_logits").get("subclasses")
+    if diag:
+        ents = ", ".join(f"{e:.2f}" for e in diag["entropy_bits"])
+        printer(f"[teacher] {data.outputs_per_group} outputs per {'class' if data.invented else 'subclass'}: entropy of their use "
+                f"per class {ents} bits (max {np.log2(data.outputs_per_group):.2f}), dead {diag['dead_share']:.0%}, "
+                f"AMI with the known subclasses on test {diag['ami_test']:.3f}")
 
     if exp.stage_done("student"):
         tables = ResultsTables(exp.results_dir, list(spec.search.space), spec.search.metric, spec.search.mode)
@@ -669,4 +830,17 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
         f"[export] best student {best['trial_id']} ({spec.search.metric} {best['val']:.4f}) exported to {exp.export_dir}; "
         f"loaded back: test f1 {best['test']['f1']:.4f}, accuracy {best['test']['accuracy']:.4f}, auc {best['test']['auc']:.4f}"
     )
-    return RunSummary(exp.root, resumed, bits, {"val": teacher["metrics"], "test": teacher_test}, best, time.perf_counter() - t0)
+    table = None
+    if spec.methods.seeds > 0:
+        import pandas as pd
+
+        from .methods import format_method_table
+
+        if exp.stage_done("methods"):
+            table = pd.read_parquet(exp.results_dir / "methods_summary.parquet")
+        else:
+            printer(f"[methods] retraining the best configuration as no-KD, KD and SKD with {spec.methods.seeds} seed(s) each")
+            table = run_methods(spec, exp, data, logits, tables, resume_cmd)
+        printer(f"[methods] test metrics, mean ± std over seeds:\n{format_method_table(table)}")
+    return RunSummary(exp.root, resumed, bits, {"val": teacher["metrics"], "test": teacher_test}, best, table,
+                      time.perf_counter() - t0)

@@ -22,7 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "INVENTED",
     "SEARCHABLE",
+    "TEACHER_SEARCHABLE",
     "CurriculumSpec",
     "SAMPLERS",
     "SCHEDULERS",
@@ -35,6 +37,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "StudentSpec",
+    "TeacherSearchSpec",
     "TeacherSpec",
     "load_spec",
     "nest",
@@ -98,6 +101,10 @@ class DataSpec(_Strict):
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     positive_class: str | None = None
     image_size: int | None = Field(None, ge=8, le=1024)
+    # `subclasses: invented` (any source): the teacher invents K subclasses per class (Müller et al. 2020)
+    subclasses_per_class: int | None = Field(None, ge=1, le=64)
+    # Known subclasses split into more teacher outputs each (invented sub-subclasses), 1 = as labelled
+    outputs_per_subclass: int = Field(1, ge=1, le=64)
 
     @field_validator("source")
     @classmethod
@@ -111,10 +118,22 @@ class DataSpec(_Strict):
         from .data import SOURCES
 
         schemes = SOURCES[self.source].subclass_schemes
-        if self.subclasses is not None and self.subclasses not in schemes:
+        if self.subclasses is not None and self.subclasses not in (*schemes, INVENTED):
             raise ValueError(
                 f"data.subclasses: {self.subclasses!r} is not a subclass scheme of source {self.source!r}; "
-                f"available: {', '.join(schemes)}"
+                f"available: {', '.join((*schemes, INVENTED))}"
+            )
+        if self.invented:
+            if self.subclasses_per_class is None:
+                raise ValueError("data.subclasses_per_class: required with data.subclasses: invented "
+                                 "(how many subclasses the teacher invents per class), e.g. subclasses_per_class: 4")
+            if self.outputs_per_subclass != 1:
+                raise ValueError("data.outputs_per_subclass: only for known subclasses; with data.subclasses: "
+                                 "invented, set data.subclasses_per_class instead")
+        elif self.subclasses_per_class is not None:
+            raise ValueError(
+                f"data.subclasses_per_class: only with data.subclasses: invented (got subclasses: "
+                f"{self.subclass_scheme!r}); to give each known subclass several outputs, set data.outputs_per_subclass"
             )
         if SOURCES[self.source].needs_root:
             if self.root is None:
@@ -131,7 +150,19 @@ class DataSpec(_Strict):
         """`subclasses`, or the source's default scheme when not given."""
         from .data import SOURCES
 
-        return self.subclasses or SOURCES[self.source].subclass_schemes[0]
+        if self.subclasses is None or self.subclasses == INVENTED:
+            return SOURCES[self.source].subclass_schemes[0]
+        return self.subclasses
+
+    @property
+    def invented(self) -> bool:
+        """True when the teacher invents the subclasses (the known ones are kept for diagnostics only)."""
+        return self.subclasses == INVENTED
+
+    @property
+    def outputs_per_group(self) -> int:
+        """Teacher/student outputs per group: per class when invented, per known subclass otherwise."""
+        return self.subclasses_per_class if self.invented else self.outputs_per_subclass
 
 
 class CurriculumSpec(_Strict):
@@ -172,7 +203,12 @@ class _TrainSpec(_Strict):
 
 
 class TeacherSpec(_TrainSpec):
-    """The teacher's training (on the subclass labels)."""
+    """The teacher's training: cross-entropy on the subclass labels (known subclasses), or on the class
+    labels plus `beta` times the auxiliary loss of Müller et al. (2020) at temperature `t_aux` when it
+    has several outputs per class or per subclass (data.subclasses: invented, data.outputs_per_subclass)."""
+
+    beta: float = Field(1.0, ge=0, le=100)
+    t_aux: float = Field(1.0, gt=0, le=100)
 
 
 class StudentSpec(_TrainSpec):
@@ -190,6 +226,9 @@ SEARCHABLE = (
     "temperature", "w_ce", "w_kd", "w_skd", "lr", "weight_decay", "batch_size",
     "curriculum.pacing", "curriculum.start", "curriculum.full_at",
 )
+# Teacher fields its own (small) search may vary, under `search.teacher.space`.
+TEACHER_SEARCHABLE = ("beta", "t_aux", "lr", "weight_decay", "batch_size", "curriculum.pacing", "curriculum.start")
+INVENTED = "invented"
 
 
 def nest(params: dict[str, Any]) -> dict[str, Any]:
@@ -261,6 +300,21 @@ class SchedulerSpec(_Strict):
         return _one_of("scheduler", v, SCHEDULERS)
 
 
+class TeacherSearchSpec(_Strict):
+    """An optional search over the teacher (e.g. the auxiliary loss's `beta` and `t_aux`); the best
+    teacher by `search.metric` is the one distilled."""
+
+    num_samples: int = Field(1, ge=1, le=10_000)
+    space: dict[str, Distribution] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _space_for_several(self) -> "TeacherSearchSpec":
+        if self.num_samples > 1 and not self.space:
+            raise ValueError(f"num_samples: {self.num_samples} teacher trials need a search.teacher.space to vary "
+                             f"(e.g. beta, t_aux, lr); with no space, set num_samples: 1")
+        return self
+
+
 class SearchSpec(_Strict):
     metric: str = "val_f1"
     mode: Literal["max", "min"] = "max"
@@ -270,6 +324,7 @@ class SearchSpec(_Strict):
     scheduler: SchedulerSpec = SchedulerSpec()
     max_failures: int = Field(2, ge=0, le=100)  # retries of a trial whose worker died, from its last checkpoint
     space: dict[str, Distribution] = Field(default_factory=dict)
+    teacher: TeacherSearchSpec = TeacherSearchSpec()
 
     @field_validator("metric")
     @classmethod
@@ -305,6 +360,10 @@ class Spec(_Strict):
     def student_for(self, params: dict[str, Any]) -> StudentSpec:
         """The student spec of one trial: the base `student` with the searched `params` applied."""
         return StudentSpec.model_validate(_merge(self.student.model_dump(), nest(params)))
+
+    def teacher_for(self, params: dict[str, Any]) -> TeacherSpec:
+        """The teacher spec of one teacher trial: the base `teacher` with `search.teacher.space` params applied."""
+        return TeacherSpec.model_validate(_merge(self.teacher.model_dump(), nest(params)))
 
 
 # Where an experiment lives is not part of what it computes: a moved or renamed directory resumes.
@@ -366,20 +425,28 @@ def validate_spec(raw: Any, source: str = "<spec>") -> Spec:
     except ValidationError as e:
         problems.extend(_format_errors(e, Spec))
     # Search-space keys are checked against the student fields even when other parts failed.
-    space = raw.get("search", {}).get("space") if isinstance(raw.get("search"), dict) else None
+    search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
+    space = search.get("space")
     if isinstance(space, dict):
         problems.extend(_check_space(space, raw.get("student") if isinstance(raw.get("student"), dict) else {}))
+    teacher_space = search.get("teacher", {}).get("space") if isinstance(search.get("teacher"), dict) else None
+    if isinstance(teacher_space, dict):
+        problems.extend(_check_space(teacher_space, raw.get("teacher") if isinstance(raw.get("teacher"), dict) else {},
+                                     role="teacher"))
     if problems or spec is None:
         raise SpecError(source, _dedupe(problems))
     return spec
 
 
-def _check_space(space: dict, student_raw: dict) -> list[str]:
+def _check_space(space: dict, student_raw: dict, role: str = "student") -> list[str]:
     problems = []
+    where = "search.space" if role == "student" else "search.teacher.space"
+    searchable = SEARCHABLE if role == "student" else TEACHER_SEARCHABLE
+    model = StudentSpec if role == "student" else TeacherSpec
     for key, entry in space.items():
-        if key not in SEARCHABLE:
+        if key not in searchable:
             problems.append(
-                f"search.space.{key}: not a parameter the student trainable knows; searchable: {', '.join(SEARCHABLE)}"
+                f"{where}.{key}: not a parameter the {role} trainable knows; searchable: {', '.join(searchable)}"
             )
             continue
         try:
@@ -388,12 +455,12 @@ def _check_space(space: dict, student_raw: dict) -> list[str]:
             continue  # already reported by the main validation
         for value in dist.values_to_check():
             try:
-                StudentSpec.model_validate(_merge(student_raw or {}, nest({key: value})))
+                model.model_validate(_merge(student_raw or {}, nest({key: value})))
             except ValidationError as e:
                 # Only errors of this field: the other student fields are reported by the main pass.
                 for err in e.errors():
                     if tuple(str(p) for p in err["loc"][: key.count(".") + 1]) == tuple(key.split(".")):
-                        problems.append(f"search.space.{key}: {dist.kind} value {value!r} is not a valid student.{key}: {_message(err)}")
+                        problems.append(f"{where}.{key}: {dist.kind} value {value!r} is not a valid {role}.{key}: {_message(err)}")
     return problems
 
 

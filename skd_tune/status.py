@@ -19,7 +19,7 @@ from .spec import Spec
 
 __all__ = ["ExperimentStatus", "NotAnExperiment", "experiment_status", "format_status"]
 
-STAGES = ("teacher", "teacher_logits", "student", "export")
+STAGES = ("teacher", "teacher_logits", "student", "export", "methods")
 
 
 @dataclass
@@ -34,10 +34,12 @@ class ExperimentStatus:
     params: list[str] = field(default_factory=list)
     export: dict[str, Any] | None = None
     label_bits: float | None = None
+    method_seeds: int = 0
+    methods: Any = None  # results/methods_summary.parquet (pandas), once the method stage is done
 
     @property
     def finished(self) -> bool:
-        return "export" in self.stages_done
+        return "export" in self.stages_done and ("methods" in self.stages_done or self.method_seeds == 0)
 
 
 def experiment_status(path: str | Path) -> ExperimentStatus:
@@ -54,7 +56,8 @@ def experiment_status(path: str | Path) -> ExperimentStatus:
         raise NotAnExperiment(f"{root}: spec.yaml or state.json is damaged ({str(e).splitlines()[0]})") from None
     stages = [s for s in STAGES if s in state.get("stages", {})]
     status = ExperimentStatus(root, spec.name, stages, spec.search.num_samples, metric=spec.search.metric,
-                              params=list(spec.search.space), export=state["stages"].get("export"))
+                              params=list(spec.search.space), export=state["stages"].get("export"),
+                              method_seeds=spec.methods.seeds)
     try:
         trials = read_table(root / "results" / "trials.parquet")
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid / ArrowIOError for a damaged file
@@ -74,6 +77,11 @@ def experiment_status(path: str | Path) -> ExperimentStatus:
             status.label_bits = json.loads(data_json.read_text())["label_bits_train"]
         except (ValueError, KeyError):
             status.label_bits = None
+    if "methods" in stages:
+        try:
+            status.methods = read_table(root / "results" / "methods_summary.parquet")
+        except (OSError, ValueError):
+            status.methods = None  # the table is shown by `skd-tune report`, which names a damaged file
     known = sum(counts.values())
     counts["PENDING"] += max(spec.search.num_samples - known, 0)
     status.counts = counts
@@ -95,7 +103,12 @@ def format_status(st: ExperimentStatus, resume_cmd: str | None = None) -> str:
         lines.append(f"best so far: {st.best['trial_id']} {st.metric} {st.best[f'best_{st.metric}']:.4f} (epoch {int(st.best['best_epoch'])}){': ' + params if params else ''}")
     if st.export:
         t = st.export.get("test_metrics", {})
-        lines.append(f"exported: {st.export.get('path')} (test f1 {t.get('f1', float('nan')):.4f})")
+        lines.append(f"exported: {st.root / st.export.get('path', 'export')} (test f1 {t.get('f1', float('nan')):.4f})")
+    if st.methods is not None:
+        from .methods import format_method_table
+
+        lines.append("method table (test split, mean ± std over seeds):")
+        lines.append(format_method_table(st.methods))
     if not st.finished:
         lines.append(f"not finished; resume with: {resume_cmd or 'skd-tune run ' + str(st.root)}")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from torch import nn
 from .augment import augment_images
 from .curriculum import epoch_subset, pacing_fraction
 from .errors import CheckpointError
-from .losses import DistillationLoss, class_logits, class_membership
+from .losses import DistillationLoss, TeacherLoss, class_logits, class_membership
 from .metrics import classification_metrics
 
 __all__ = [
@@ -71,15 +71,20 @@ def set_threads(cpus: float) -> int:
 
 @dataclass
 class DeviceSplit:
-    """One split on the device: raw inputs `x` (N, ...) and labels; `batch(idx)` gives [0, 1] floats."""
+    """One split on the device: raw inputs `x` (N, ...) and labels; `batch(idx)` gives [0, 1] floats.
+
+    `subclass` holds the teacher's target group of each sample (its known subclass, or its class when
+    the subclasses are invented); the models have `k` consecutive outputs per group."""
 
     x: torch.Tensor
     subclass: torch.Tensor
     classes: torch.Tensor
     scale: float
+    k: int = 1
 
     @classmethod
-    def from_numpy(cls, x: np.ndarray, subclass: np.ndarray, subclass_to_class: np.ndarray, scale: float, device) -> "DeviceSplit":
+    def from_numpy(cls, x: np.ndarray, subclass: np.ndarray, subclass_to_class: np.ndarray, scale: float, device,
+                   k: int = 1) -> "DeviceSplit":
         # Arrays from Ray's object store are read-only: copy once here, never per batch.
         xt = torch.from_numpy(np.array(x, copy=True))
         if torch.device(device).type == "cuda":
@@ -87,7 +92,7 @@ class DeviceSplit:
         xt = xt.to(device, non_blocking=True)
         sub = torch.from_numpy(np.array(subclass, dtype=np.int64, copy=True)).to(device)
         s2c = torch.as_tensor(np.array(subclass_to_class, dtype=np.int64, copy=True), device=device)
-        return cls(xt, sub, s2c[sub], float(scale))
+        return cls(xt, sub, s2c[sub], float(scale), int(k))
 
     def __len__(self) -> int:
         return len(self.subclass)
@@ -180,14 +185,19 @@ def evaluate(model: nn.Module, data: DeviceSplit, membership: torch.Tensor, posi
     y = data.classes.cpu()
     metrics = classification_metrics(y.numpy(), torch.softmax(cls, dim=1).numpy(), positive_class)
     metrics["loss"] = float(F.cross_entropy(cls, y))
-    metrics["subclass_accuracy"] = float((logits.argmax(1) == data.subclass.cpu()).float().mean())
+    # the output's group (known subclass, or class when invented) against the sample's
+    metrics["subclass_accuracy"] = float((logits.argmax(1) // data.k == data.subclass.cpu()).float().mean())
     return {prefix + k: v for k, v in metrics.items()}
 
 
-def teacher_loss(train: DeviceSplit) -> LossFn:
-    """Teacher objective with known subclasses: cross-entropy on the subclass labels."""
+def teacher_loss(train: DeviceSplit, objective: TeacherLoss | None = None) -> LossFn:
+    """Teacher objective: cross-entropy on the subclass labels (one output per known subclass), or
+    `objective` (a `TeacherLoss`: CE on each group's logsumexp plus the auxiliary loss) when the teacher
+    has several outputs per group."""
 
     def loss_fn(out: torch.Tensor, idx: torch.Tensor):
+        if objective is not None:
+            return objective(out, train.subclass[idx])
         ce = F.cross_entropy(out, train.subclass[idx])
         return ce, {"ce": ce.detach()}
 

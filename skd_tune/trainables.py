@@ -18,14 +18,15 @@ from ray import tune
 
 from .curriculum import curriculum_order, teacher_difficulty
 from .data import Dataset
-from .losses import DistillationLoss
+from .losses import DistillationLoss, TeacherLoss
 from .models import build_model
-from .spec import Spec, TeacherSpec
+from .spec import Spec
 from .train import (
     CheckpointError,
     Curriculum,
     DeviceSplit,
     best_weights,
+    evaluate,
     fit,
     load_state,
     make_optimizer,
@@ -39,12 +40,30 @@ from .train import (
     to_device,
 )
 
-__all__ = ["remote_teacher_logits", "student_trainable", "teacher_logits_task", "teacher_trainable"]
+__all__ = ["method_trainable", "remote_teacher_logits", "student_trainable", "teacher_logits_task", "teacher_trainable"]
+
+
+def _device_split(data: Dataset, name: str, device) -> DeviceSplit:
+    """Split `name` on the device, labelled with the teacher's target groups (see `Dataset.targets`)."""
+    split = data.split(name)
+    return DeviceSplit.from_numpy(split.x, data.targets(name), data.group_to_class, data.scale, device, data.outputs_per_group)
+
 
 def _splits(data: Dataset, device) -> tuple[DeviceSplit, DeviceSplit]:
-    train = DeviceSplit.from_numpy(data.train.x, data.train.subclass, data.subclass_to_class, data.scale, device)
-    val = DeviceSplit.from_numpy(data.val.x, data.val.subclass, data.subclass_to_class, data.scale, device)
-    return train, val
+    return _device_split(data, "train", device), _device_split(data, "val", device)
+
+
+def _model(name: str, data: Dataset, pretrained: bool, device=None):
+    model = build_model(name, data.num_outputs, data.input_shape, data.mean, data.std, pretrained)
+    return model if device is None else to_device(model, device, len(data.input_shape) == 3)
+
+
+def group_logits(logits: np.ndarray, k: int) -> np.ndarray:
+    """(N, G*k) output logits -> (N, G) logits of their groups (logsumexp over each group's k outputs)."""
+    if k == 1:
+        return logits
+    t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
+    return torch.logsumexp(t.reshape(len(t), -1, k), dim=2).numpy()
 
 
 def _curriculum(role_spec, difficulty: np.ndarray | None, seed: int, device) -> Curriculum | None:
@@ -56,9 +75,13 @@ def _curriculum(role_spec, difficulty: np.ndarray | None, seed: int, device) -> 
 
 
 def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batch_size: int, seed: int,
-         metric: str, mode: str, curriculum: Curriculum | None = None, augment: bool = False) -> None:
+         metric: str, mode: str, curriculum: Curriculum | None = None, augment: bool = False,
+         test: DeviceSplit | None = None) -> None:
     """The shared epoch loop: resume from Tune's checkpoint, then report every epoch with a checkpoint
-    that also carries the best epoch's weights (by `metric` and `mode`)."""
+    that also carries the best epoch's weights (by `metric` and `mode`).
+
+    With a `test` split, the last epoch's report also holds `test_*` metrics of the best epoch's
+    weights (chosen on validation only) and that epoch's number as `best_epoch`."""
     start_epoch, best = 0, None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -68,7 +91,7 @@ def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batc
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
         best = state.get("best")
-    membership = membership_for(data.subclass_to_class, train.x.device)
+    membership = membership_for(data.output_to_class, train.x.device)
     for metrics in fit(model, optimizer, loss_fn, train, val, membership, data.positive_class, epochs, batch_size, seed,
                        start_epoch, curriculum=curriculum, augment=augment):
         value = float(metrics.get(metric, math.nan))
@@ -76,23 +99,42 @@ def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batc
         if better and not (best is not None and math.isnan(value)):
             best = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                     "epoch": int(metrics["epoch"]), "value": value}
+        if test is not None and int(metrics["epoch"]) == epochs:
+            metrics = {**metrics, **_test_metrics(model, best, test, membership, data.positive_class)}
         with tempfile.TemporaryDirectory() as d:
             save_state(d, model, optimizer, int(metrics["epoch"]), best)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
+def _test_metrics(model, best: dict | None, test: DeviceSplit, membership, positive_class: int) -> dict[str, float]:
+    """Test-split metrics of the best epoch's weights (the model's own state is put back afterwards)."""
+    current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best is not None:
+        model.load_state_dict(best["model"])
+    out = evaluate(model, test, membership, positive_class, prefix="test_")
+    model.load_state_dict(current)
+    out["best_epoch"] = int(best["epoch"]) if best is not None else -1  # -1: no epoch had a finite metric
+    return out
+
+
 def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> None:
-    """Train the teacher on the subclass labels (cross-entropy over S outputs)."""
-    teacher = TeacherSpec.model_validate({**spec.teacher.model_dump(), **config})
+    """Train the teacher: cross-entropy on the known subclass labels (one output each), or, with several
+    outputs per group (invented subclasses), `TeacherLoss` = CE on the groups + beta * auxiliary loss.
+
+    `config` holds the teacher search's parameters (`search.teacher.space`: beta, t_aux, lr, ...)."""
+    teacher = spec.teacher_for(config)
     set_threads(teacher.resources.cpu)
     torch.manual_seed(spec.seed)
     device = pick_device()
     train, val = _splits(data, device)
-    model = to_device(build_model(teacher.model, data.num_subclasses, data.input_shape, data.mean, data.std, teacher.pretrained),
-                      device, len(data.input_shape) == 3)
+    model = _model(teacher.model, data, teacher.pretrained, device)
     optimizer = make_optimizer(model, teacher.lr, teacher.weight_decay)
     curriculum = _curriculum(teacher, data.train.difficulty, spec.seed, device)
-    _run(model, optimizer, teacher_loss(train), train, val, data, teacher.epochs, teacher.batch_size, spec.seed,
+    objective = None
+    if data.outputs_per_group > 1:
+        groups = membership_for(data.output_to_group, device)  # (G, S_out): the outputs of each group
+        objective = TeacherLoss(groups, teacher.beta, teacher.t_aux)
+    _run(model, optimizer, teacher_loss(train, objective), train, val, data, teacher.epochs, teacher.batch_size, spec.seed,
          spec.search.metric, spec.search.mode, curriculum, teacher.augment)
 
 
@@ -103,26 +145,43 @@ def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teac
     batch: no teacher forward pass happens inside a trial.
     """
     student = spec.student_for(config)
+    _train_student(student, spec, data, teacher_logits, seed=spec.seed)
+
+
+def method_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None,
+                     method_params: dict[str, dict[str, Any]]) -> None:
+    """One run of the method table: `config` = {"method": "no-KD" | "KD" | "SKD", "seed": int}.
+
+    Trains the method's student (`method_params[method]`, see methods.py) with that seed and reports,
+    with its last epoch, the test metrics of its best epoch (chosen on validation).
+    """
+    student = spec.student_for(method_params[config["method"]])
+    _train_student(student, spec, data, teacher_logits, seed=int(config["seed"]), test=True)
+
+
+def _train_student(student, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None, seed: int, test: bool = False) -> None:
     set_threads(student.resources.cpu)
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(seed)
     device = pick_device()
     train, val = _splits(data, device)
     t_logits = None
     if teacher_logits is not None and (student.w_kd > 0 or student.w_skd > 0):
         t_logits = torch.from_numpy(np.array(teacher_logits, dtype=np.float32, copy=True)).to(device)
     objective = DistillationLoss(
-        membership_for(data.subclass_to_class, device), student.temperature, student.w_ce, student.w_kd, student.w_skd
+        membership_for(data.output_to_class, device), student.temperature, student.w_ce, student.w_kd, student.w_skd
     )
-    model = to_device(build_model(student.model, data.num_subclasses, data.input_shape, data.mean, data.std, student.pretrained),
-                      device, len(data.input_shape) == 3)
+    model = _model(student.model, data, student.pretrained, device)
     optimizer = make_optimizer(model, student.lr, student.weight_decay)
     # Difficulty: annotator agreement where the data has it, else the teacher's loss on each sample.
     difficulty = data.train.difficulty
     if difficulty is None and teacher_logits is not None:
-        difficulty = teacher_difficulty(teacher_logits, data.train.subclass)
-    curriculum = _curriculum(student, difficulty, spec.seed, device)
+        difficulty = teacher_difficulty(group_logits(teacher_logits, data.outputs_per_group), data.targets("train"))
+    curriculum = _curriculum(student, difficulty, seed, device)
+    test_split = None
+    if test:
+        test_split = _device_split(data, "test", device)
     _run(model, optimizer, student_loss(train, t_logits, objective), train, val, data, student.epochs,
-         student.batch_size, spec.seed, spec.search.metric, spec.search.mode, curriculum, student.augment)
+         student.batch_size, seed, spec.search.metric, spec.search.mode, curriculum, student.augment, test_split)
 
 
 def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[str, np.ndarray]:
@@ -132,14 +191,12 @@ def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[
     """
     set_threads(spec.teacher.resources.cpu)
     device = pick_device()
-    model = build_model(spec.teacher.model, data.num_subclasses, data.input_shape, data.mean, data.std, False)
+    model = _model(spec.teacher.model, data, False)
     model.load_state_dict(best_weights(load_state(checkpoint_dir)))
     model = to_device(model, device, len(data.input_shape) == 3)
     out = {}
     for name in ("train", "val", "test"):
-        split = data.split(name)
-        ds = DeviceSplit.from_numpy(split.x, split.subclass, data.subclass_to_class, data.scale, device)
-        out[name] = predict_logits(model, ds).numpy()
+        out[name] = predict_logits(model, _device_split(data, name, device)).numpy()
     return out
 
 

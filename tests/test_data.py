@@ -210,3 +210,32 @@ def test_npz_unreadable_file_raises(tmp_path) -> None:
     path.write_text("hello, I am not a numpy archive\n")
     with pytest.raises(DataError, match=re.escape(f"{path}: cannot read as an .npz file")):
         load_dataset(_spec(path), seed=0)
+
+
+def test_invented_output_layout_keeps_the_known_subclasses():
+    from skd_tune.data import load_dataset
+    from skd_tune.spec import DataSpec
+
+    known = load_dataset(DataSpec(source="digits"), 0)
+    data = load_dataset(DataSpec(source="digits", subclasses="invented", subclasses_per_class=3), 0)
+    assert data.invented and data.num_outputs == 6
+    assert data.output_names == ["0-4/1", "0-4/2", "0-4/3", "5-9/1", "5-9/2", "5-9/3"]
+    assert data.output_to_class.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.output_to_group.tolist() == [0, 0, 0, 1, 1, 1]
+    # the teacher's targets are the classes; the known digits stay in the splits, same split as before
+    np.testing.assert_array_equal(data.targets("train"), known.classes("train"))
+    np.testing.assert_array_equal(data.train.subclass, known.train.subclass)
+    np.testing.assert_array_equal(data.classes("test"), known.classes("test"))
+    assert known.num_outputs == 10 and known.output_names == known.subclass_names
+    np.testing.assert_array_equal(known.targets("val"), known.val.subclass)
+
+
+def test_known_subclasses_with_several_outputs_each():
+    from skd_tune.data import load_dataset
+    from skd_tune.spec import DataSpec
+
+    data = load_dataset(DataSpec(source="digits", outputs_per_subclass=2), 0)
+    assert not data.invented and data.num_outputs == 20
+    assert data.output_names[:4] == ["0/1", "0/2", "1/1", "1/2"]
+    assert data.output_to_class.tolist() == [0] * 10 + [1] * 10
+    np.testing.assert_array_equal(data.targets("train"), data.train.subclass)

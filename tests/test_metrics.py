@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from skd_tune.metrics import classification_metrics, label_bits
+from skd_tune.metrics import classification_metrics, label_bits, subclass_ami, subclass_usage
 
 # ---------------------------------------------------------------------------------------------------
 # label_bits = H(S | C) in bits
@@ -152,3 +152,136 @@ def test_multiclass_macro_by_hand() -> None:
     # Worked out: class 0 -> 6/8 (0.6 beats 4 negatives, 0.2 beats 2), class 1 -> 7/8, class 2 -> 8/8.
     assert expected_auc == pytest.approx((6 / 8 + 7 / 8 + 8 / 8) / 3)
     assert m["auc"] == pytest.approx(0.875)
+
+
+# ---------------------------------------------------------------------------------------------------
+# subclass_usage and subclass_ami (invented subclasses)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _one_hot(idx: np.ndarray, s: int, on: float = 0.9) -> np.ndarray:
+    """(N, S) probabilities with `on` on subclass idx[n] and the rest spread evenly."""
+    probs = np.full((len(idx), s), (1.0 - on) / (s - 1))
+    probs[np.arange(len(idx)), idx] = on
+    return probs
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_subclass_usage_all_in_one_subclass(k: int) -> None:
+    # Two classes of K subclasses each; every example sits on its class's first subclass.
+    s2c = np.repeat([0, 1], k)
+    classes = np.array([0] * 30 + [1] * 50)
+    sub = np.where(classes == 0, 0, k)
+    out = subclass_usage(_one_hot(sub, 2 * k), classes, s2c)
+    assert [c["class"] for c in out["per_class"]] == [0, 1]
+    for c, n_c in zip(out["per_class"], (30, 50)):
+        assert c["entropy_bits"] == 0.0
+        assert c["max_entropy_bits"] == pytest.approx(math.log2(k), rel=1e-12)
+        assert c["dead_share"] == pytest.approx((k - 1) / k)
+        assert c["counts"] == [n_c] + [0] * (k - 1)
+    assert out["dead_share"] == pytest.approx((k - 1) / k)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_subclass_usage_uniform(k: int) -> None:
+    s2c = np.repeat([0, 1], k)
+    sub = np.repeat(np.arange(2 * k), 7)  # every subclass the argmax of 7 examples of its class
+    classes = s2c[sub]
+    out = subclass_usage(_one_hot(sub, 2 * k), classes, s2c)
+    for c in out["per_class"]:
+        assert c["entropy_bits"] == pytest.approx(math.log2(k), rel=1e-12)
+        assert c["entropy_bits"] == pytest.approx(c["max_entropy_bits"], rel=1e-12)
+        assert c["dead_share"] == 0.0
+        assert c["counts"] == [7] * k
+    assert out["dead_share"] == 0.0
+
+
+def test_subclass_usage_by_hand() -> None:
+    # Class 0 = subclasses {0, 1, 2}, class 1 = {3, 4}. S = 5.
+    # Class 0: 200 examples with argmax counts (197, 2, 1): 2/200 = 1% is not dead (< 1% is),
+    #   1/200 = 0.5% is -> dead_share 1/3; entropy = -(0.985 log2 0.985 + 0.01 log2 0.01 + 0.005 log2 0.005).
+    # Class 1: 4 examples, counts (3, 1): entropy H(3/4, 1/4) = 0.811278, none dead.
+    # Overall: 1 dead subclass of 5.
+    s2c = np.array([0, 0, 0, 1, 1])
+    sub = np.array([0] * 197 + [1] * 2 + [2] * 1 + [3] * 3 + [4])
+    classes = s2c[sub]
+    out = subclass_usage(_one_hot(sub, 5), classes, s2c)
+    c0, c1 = out["per_class"]
+    assert c0["counts"] == [197, 2, 1]
+    h0 = -(0.985 * math.log2(0.985) + 0.01 * math.log2(0.01) + 0.005 * math.log2(0.005))
+    # = 0.985 * 0.021805 + 0.01 * 6.643856 + 0.005 * 7.643856 = 0.021478 + 0.066439 + 0.038219
+    assert h0 == pytest.approx(0.126135, abs=1e-6)
+    assert c0["entropy_bits"] == pytest.approx(h0, rel=1e-12)
+    assert c0["max_entropy_bits"] == pytest.approx(math.log2(3), rel=1e-12)
+    assert c0["dead_share"] == pytest.approx(1 / 3)
+    assert c1 == {
+        "class": 1,
+        "entropy_bits": pytest.approx(0.811278124, abs=1e-9),
+        "max_entropy_bits": 1.0,
+        "dead_share": 0.0,
+        "counts": [3, 1],
+    }
+    assert out["dead_share"] == pytest.approx(1 / 5)
+
+
+def test_subclass_usage_argmax_is_within_the_examples_class() -> None:
+    # An example of class 0 whose overall argmax is a class-1 subclass still counts for class 0,
+    # on its best class-0 subclass. Logits work as well as probabilities.
+    s2c = np.array([0, 0, 1, 1])
+    logits = np.array(
+        [
+            [1.0, 2.0, 9.0, 0.0],  # class 0, misclassified: counts for subclass 1
+            [3.0, 0.0, 0.0, 0.0],  # class 0 -> subclass 0
+            [0.0, 0.0, -1.0, -2.0],  # class 1 -> subclass 2
+        ]
+    )
+    out = subclass_usage(logits, np.array([0, 0, 1]), s2c)
+    assert out["per_class"][0]["counts"] == [1, 1]
+    assert out["per_class"][0]["entropy_bits"] == pytest.approx(1.0)
+    assert out["per_class"][1]["counts"] == [1, 0]
+    assert out["dead_share"] == pytest.approx(1 / 4)
+
+
+def test_subclass_usage_class_without_examples() -> None:
+    # Class 1 has no examples: entropy 0, every one of its subclasses dead.
+    s2c = np.array([0, 0, 1, 1, 1])
+    out = subclass_usage(_one_hot(np.array([0, 1, 0, 1]), 5), np.zeros(4, dtype=int), s2c)
+    assert out["per_class"][1] == {
+        "class": 1,
+        "entropy_bits": 0.0,
+        "max_entropy_bits": pytest.approx(math.log2(3)),
+        "dead_share": 1.0,
+        "counts": [0, 0, 0],
+    }
+    assert out["per_class"][0]["dead_share"] == 0.0
+    assert out["dead_share"] == pytest.approx(3 / 5)
+
+
+def test_subclass_usage_rejects_wrong_shapes() -> None:
+    with pytest.raises(ValueError):
+        subclass_usage(np.zeros((3, 4)), np.zeros(3, dtype=int), np.array([0, 0, 1]))
+    with pytest.raises(ValueError):
+        subclass_usage(np.zeros((3, 3)), np.zeros(2, dtype=int), np.array([0, 0, 1]))
+
+
+def test_subclass_ami_relabelled_perfect_match_is_one() -> None:
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 6, size=300)
+    perm = np.array([3, 5, 0, 1, 4, 2])  # invented subclass names are arbitrary
+    probs = _one_hot(perm[true], 6)
+    assert subclass_ami(probs, true) == pytest.approx(1.0)
+    # Logits (any monotone transform row-wise) give the same argmax and the same AMI.
+    assert subclass_ami(np.log(probs) * 3.0 + 1.0, true) == pytest.approx(1.0)
+    # Merging two true subclasses into one invented subclass loses information.
+    merged = np.where(perm[true] == 5, 3, perm[true])
+    assert 0.5 < subclass_ami(_one_hot(merged, 6), true) < 1.0
+
+
+def test_subclass_ami_random_assignment_is_about_zero() -> None:
+    rng = np.random.default_rng(1)
+    n = 20000
+    true = rng.integers(0, 4, size=n)
+    logits = rng.normal(size=(n, 8))
+    ami = subclass_ami(logits, true)
+    assert isinstance(ami, float)
+    assert abs(ami) < 0.005

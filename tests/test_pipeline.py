@@ -22,11 +22,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One tiny search, shared by the assertions below: (cwd, spec path, experiment dir, process)."""
-    from .conftest import TINY_SPEC
+    from .conftest import TINY_SPEC, deep_update
 
     cwd = tmp_path_factory.mktemp("tiny")
     spec_path = cwd / "tiny.yaml"
-    spec_path.write_text(yaml.safe_dump(TINY_SPEC, sort_keys=False))
+    spec_path.write_text(yaml.safe_dump(deep_update(TINY_SPEC, {"methods": {"seeds": 2}}), sort_keys=False))
     proc = run_cli("run", str(spec_path), cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return cwd, spec_path, cwd / "runs" / "tiny", proc
@@ -50,7 +50,7 @@ def test_experiment_layout_and_state(tiny_run):
                  "results/epochs.parquet", "export/model.pt", "export/meta.json"):
         assert (exp / path).exists(), path
     state = json.loads((exp / "state.json").read_text())
-    assert set(state["stages"]) == {"teacher", "teacher_logits", "student", "export"}
+    assert set(state["stages"]) == {"teacher", "teacher_logits", "student", "export", "methods"}
     frozen = yaml.safe_load((exp / "spec.yaml").read_text())
     assert frozen == load_spec(spec_path).model_dump(mode="json")
     summary = json.loads((exp / "results" / "data.json").read_text())
@@ -104,15 +104,46 @@ def test_export_loads_with_weights_only_and_predicts(tiny_run):
     assert meta["metrics"]["val"]["trial_id"] == trials.loc[trials["best_val_f1"].idxmax(), "trial_id"]
 
 
+def test_method_table_stage(tiny_run):
+    """no-KD, KD and SKD from the best search trial, 2 seeds each, scored on the test split."""
+    _, _, exp, proc = tiny_run
+    runs = pd.read_parquet(exp / "results" / "methods.parquet")
+    assert list(runs["method"]) == ["no-KD", "no-KD", "KD", "KD", "SKD", "SKD"]
+    assert list(runs["seed"]) == [0, 1] * 3 and (runs["status"] == "TERMINATED").all()
+    trials = pd.read_parquet(exp / "results" / "trials.parquet")
+    best = trials.loc[trials["best_val_f1"].idxmax()]
+    by = runs.set_index(["method", "seed"])
+    # each method is the best configuration with only what is distilled changed
+    assert (runs["lr"] == best["lr"]).all() and (runs["temperature"] == best["temperature"]).all()
+    assert by.loc["SKD", "w_skd"].eq(best["w_skd"]).all() and by.loc["SKD", "w_kd"].eq(best["w_kd"]).all()
+    assert by.loc["KD", "w_skd"].eq(0).all() and by.loc["KD", "w_kd"].sub(best["w_kd"] + best["w_skd"]).abs().lt(1e-9).all()
+    assert by.loc["no-KD", ["w_kd", "w_skd"]].eq(0).all().all()
+    for m in ("f1", "accuracy", "auc", "precision", "recall"):
+        assert runs[f"test_{m}"].between(0, 1).all()
+    assert runs["best_epoch"].between(1, 3).all()
+    # seeds differ: the two runs of a method did not train identically
+    assert by.loc["no-KD", "val_loss"].nunique() == 2
+    summary = pd.read_parquet(exp / "results" / "methods_summary.parquet")
+    assert list(summary["method"]) == ["no-KD", "KD", "SKD", "teacher"]
+    skd = runs[runs["method"] == "SKD"]["test_f1"]
+    assert summary.set_index("method").loc["SKD", "f1_mean"] == pytest.approx(skd.mean())
+    assert summary.set_index("method").loc["SKD", "f1_std"] == pytest.approx(skd.std(ddof=1))
+    assert "[methods] trials 6/6 done" in proc.stdout and "F1 gains: SKD - KD" in proc.stdout
+    assert len(list((exp / "final").glob("method_trainable_*"))) == 6
+
+
 def test_rerun_resumes_without_new_trials(tiny_run):
     cwd, spec_path, exp, _ = tiny_run
     before = pd.read_parquet(exp / "results" / "trials.parquet")
+    methods_before = pd.read_parquet(exp / "results" / "methods.parquet")
     proc = run_cli("run", str(spec_path), cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     assert "(resuming)" in proc.stdout
     after = pd.read_parquet(exp / "results" / "trials.parquet")
     assert sorted(after["trial_id"]) == sorted(before["trial_id"])
     assert len(list((exp / "student").glob("student_trainable_*"))) == 4
+    pd.testing.assert_frame_equal(pd.read_parquet(exp / "results" / "methods.parquet"), methods_before)
+    assert "[methods] test metrics" in proc.stdout
 
 
 def test_changed_spec_is_refused(tiny_run, tmp_path):

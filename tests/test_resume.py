@@ -220,3 +220,47 @@ def test_dead_worker_is_retried_from_its_checkpoint_then_errored(tmp_path):
     others = trials.drop(index=victim)
     assert len(others) == 1 and (others["status"] == "TERMINATED").all() and (others["epochs"] == 40).all()
     assert (exp / "export" / "model.pt").exists()
+
+
+def _methods_done_at_least(n: int):
+    def ready(text):
+        done = [int(m) for m in re.findall(r"\[methods\] trials (\d+)/\d+ done", text)]
+        return bool(done) and max(done) >= n
+    return ready
+
+
+def test_method_table_stage_resumes_after_sigint_and_sigkill(tmp_path):
+    """Interrupted twice while the method table is retrained: the runs that had finished are kept as they
+    were (same epochs, same timestamps), and the table ends with every method and seed exactly once."""
+    spec = deep_update(KILL_SPEC, {"name": "m", "teacher": {"epochs": 2}, "student": {"epochs": 6},
+                                   "search": {"num_samples": 2}, "methods": {"seeds": 2}})
+    spec_path = tmp_path / "m.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    exp = tmp_path / "runs" / "m"
+    snapshots = []
+    for sig, code, n in ((signal.SIGINT, 130, 1), (signal.SIGKILL, -9, 3)):
+        proc, log = _start(tmp_path, spec_path)
+        _wait_for(log, _methods_done_at_least(n), proc)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == code, log.read_text()
+        if code == 130:
+            assert "methods stage interrupted" in log.read_text() and "Traceback" not in log.read_text()
+        snapshots.append(_reported(exp, "methods_"))
+        assert not (exp / "results" / "methods.parquet").exists()
+
+    again = run_cli("run", str(spec_path), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    runs = pd.read_parquet(exp / "results" / "methods.parquet")
+    assert sorted(zip(runs["method"], runs["seed"])) == sorted((m, s) for m in ("no-KD", "KD", "SKD") for s in (0, 1))
+    assert (runs["status"] == "TERMINATED").all() and runs["test_f1"].notna().all()
+    epochs = pd.read_parquet(exp / "results" / "methods_epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert all(sorted(g) == list(range(1, 7)) for g in epochs.groupby("trial_id")["epoch"].apply(list))
+    for before_epochs, before_trials in snapshots:
+        finished = set(before_trials.loc[before_trials["status"] == "TERMINATED", "trial_id"])
+        assert finished, "the kill came after at least one method run had finished"
+        merged = before_epochs[before_epochs["trial_id"].isin(finished)].merge(
+            epochs, on=["trial_id", "epoch"], how="left", suffixes=("_before", ""))
+        assert (merged["timestamp_before"] == merged["timestamp"]).all()  # finished runs were not retrained
+    trials = pd.read_parquet(exp / "results" / "trials.parquet")
+    assert len(trials) == 2  # the search itself was not touched

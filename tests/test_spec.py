@@ -33,6 +33,15 @@ def test_shipped_specs_are_valid(path, tmp_path, monkeypatch):
         assert node == value
 
 
+def test_invented_subclasses_spec():
+    spec = Spec.model_validate(deep_update(TINY_SPEC, {"data": {"subclasses": "invented", "subclasses_per_class": 4},
+                                                       "search": {"teacher": {"num_samples": 2, "space": {"beta": {"uniform": [0.5, 2]}}}}}))
+    assert spec.data.invented and spec.data.outputs_per_group == 4 and spec.data.subclass_scheme == "known"
+    assert spec.teacher_for({"beta": 0.7}).beta == 0.7 and spec.teacher_for({}).beta == spec.teacher.beta
+    known = Spec.model_validate(deep_update(TINY_SPEC, {"data": {"outputs_per_subclass": 3}}))
+    assert not known.data.invented and known.data.outputs_per_group == 3
+
+
 def test_defaults_and_hash_are_stable():
     a = Spec.model_validate(TINY_SPEC)
     b = Spec.model_validate(deep_update(TINY_SPEC, {}))
@@ -81,6 +90,15 @@ BAD = [
     ("searched-pacing-invalid", {"search": {"space": {"curriculum.pacing": {"choice": ["linear", "cosine"]}}}}, r"search\.space\.curriculum\.pacing: choice value 'cosine' is not a valid student\.curriculum\.pacing"),
     ("subclass-scheme", {"data": {"subclasses": "agreement"}}, r"data: .*'agreement' is not a subclass scheme of source 'digits'; available: known"),
     ("max-failures", {"search": {"max_failures": -1}}, r"search\.max_failures: must be >= 0"),
+    ("invented-without-k", {"data": {"subclasses": "invented"}}, r"data\.subclasses_per_class: required with data\.subclasses: invented"),
+    ("k-without-invented", {"data": {"subclasses_per_class": 3}}, r"data\.subclasses_per_class: only with data\.subclasses: invented \(got subclasses: 'known'\).*outputs_per_subclass"),
+    ("outputs-with-invented", {"data": {"subclasses": "invented", "subclasses_per_class": 2, "outputs_per_subclass": 2}}, r"data\.outputs_per_subclass: only for known subclasses"),
+    ("k-zero", {"data": {"subclasses": "invented", "subclasses_per_class": 0}}, r"data\.subclasses_per_class: must be >= 1, got 0"),
+    ("beta-negative", {"teacher": {"beta": -1}}, r"teacher\.beta: must be >= 0, got -1"),
+    ("t-aux-zero", {"teacher": {"t_aux": 0}}, r"teacher\.t_aux: must be > 0, got 0"),
+    ("teacher-samples-without-space", {"search": {"teacher": {"num_samples": 3}}}, r"search\.teacher: num_samples: 3 teacher trials need a search\.teacher\.space"),
+    ("teacher-space-unknown", {"search": {"teacher": {"space": {"temperature": {"uniform": [1, 2]}}}}}, r"search\.teacher\.space\.temperature: not a parameter the teacher trainable knows; searchable: beta, t_aux, lr"),
+    ("teacher-space-invalid", {"search": {"teacher": {"space": {"beta": {"uniform": [-1, 2]}}}}}, r"search\.teacher\.space\.beta: uniform value -1(\.0)? is not a valid teacher\.beta: must be >= 0"),
 ]
 
 

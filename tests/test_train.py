@@ -255,3 +255,49 @@ def test_train_one_epoch_skips_a_trailing_batch_of_one(data) -> None:
     seen.clear()
     train_one_epoch(model, opt, split, loss_fn, 8, seed=0, order=torch.arange(20))
     assert seen == [8, 8, 4]
+
+
+def _invented_teacher(beta: float):
+    """An mlp teacher with 5 outputs per digits class, trained 8 epochs on the class labels plus
+    beta * the auxiliary loss; returns its history, its test-split logits and the dataset."""
+    from skd_tune.losses import TeacherLoss
+
+    data = load_dataset(DataSpec(source="digits", subclasses="invented", subclasses_per_class=5), seed=0)
+
+    def split(name):
+        return DeviceSplit.from_numpy(data.split(name).x, data.targets(name), data.group_to_class, data.scale, CPU,
+                                      data.outputs_per_group)
+
+    train, val, test = split("train"), split("val"), split("test")
+    torch.manual_seed(0)
+    model = build_model("mlp", data.num_outputs, data.input_shape, data.mean, data.std)
+    opt = make_optimizer(model, lr=3e-3, weight_decay=0.0)
+    objective = TeacherLoss(membership_for(data.output_to_group, CPU), beta=beta, t_aux=1.0)
+    history = list(fit(model, opt, teacher_loss(train, objective), train, val, membership_for(data.output_to_class, CPU),
+                       data.positive_class, epochs=8, batch_size=BATCH, seed=0))
+    return history, predict_logits(model, test).numpy(), data
+
+
+def test_invented_subclass_teacher_spreads_and_finds_the_digits() -> None:
+    """With beta > 0 (Müller et al. 2020) the teacher uses more than one of its 5 subclasses per class,
+    much more evenly than with beta = 0 (where a class collapses onto few outputs), and its invented
+    subclasses match the true digits on the test split far better than chance (AMI > 0.2)."""
+    from skd_tune.metrics import subclass_ami, subclass_usage
+
+    usage, ami = {}, {}
+    for beta in (0.0, 1.0):
+        history, logits, data = _invented_teacher(beta)
+        last = history[-1]
+        assert {"train_ce", "train_aux"} <= set(last) and last["val_f1"] > 0.9
+        # the subclass accuracy of an invented teacher compares the output's group (its class) with the class
+        assert last["val_subclass_accuracy"] == pytest.approx(last["val_accuracy"], abs=1e-6)
+        probs = torch.softmax(torch.as_tensor(logits), 1).numpy()
+        usage[beta] = subclass_usage(probs, data.classes("test"), data.output_to_class)["per_class"]
+        ami[beta] = subclass_ami(logits, data.test.subclass)
+        if beta > 0:
+            assert last["train_aux"] < history[0]["train_aux"] <= 0.0  # each batch spread further apart
+    for row in usage[1.0]:
+        assert sum(n > 0 for n in row["counts"]) > 1 and row["entropy_bits"] > 1.0
+    mean_entropy = {b: np.mean([r["entropy_bits"] for r in usage[b]]) for b in usage}
+    assert mean_entropy[1.0] > mean_entropy[0.0] + 0.5
+    assert ami[1.0] > 0.2

@@ -2,10 +2,11 @@
 
 A source is a function `load(spec: DataSpec, seed: int) -> Dataset` in the `SOURCES` registry. The
 class of a sample is always derived from its subclass (`Dataset.subclass_to_class`), so the same code
-serves known subclasses (digits, MHIST agreement levels) and, later, invented ones.
+serves known subclasses (digits, MHIST agreement levels) and invented ones: `Dataset.invented` and
+`Dataset.outputs_per_group` say what the models output (see `with_outputs`).
 """
 
-from .base import Dataset, DataError, Source, Split, stratified_split
+from .base import Dataset, DataError, Source, Split, stratified_split, with_outputs
 from .sources import SOURCES, load_dataset
 
-__all__ = ["Dataset", "DataError", "SOURCES", "Source", "Split", "load_dataset", "stratified_split"]
+__all__ = ["Dataset", "DataError", "SOURCES", "Source", "Split", "load_dataset", "stratified_split", "with_outputs"]

@@ -9,7 +9,7 @@ from sklearn.model_selection import train_test_split
 
 from ..errors import DataError
 
-__all__ = ["Dataset", "DataError", "Source", "Split", "stratified_split"]
+__all__ = ["Dataset", "DataError", "Source", "Split", "stratified_split", "with_outputs"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,50 @@ class Dataset:
     std: list[float]
     positive_class: int = 1
     info: dict = field(default_factory=dict)
+    # What the models output (see `with_outputs`): the teacher's target *groups* are the known
+    # subclasses, or the classes when the subclasses are invented; each group has `outputs_per_group`
+    # consecutive outputs (output o belongs to group o // outputs_per_group).
+    invented: bool = False
+    outputs_per_group: int = 1
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    # -- the output space the teacher and the student share -----------------------------------------
+    @property
+    def group_to_class(self) -> np.ndarray:
+        """(G,) class of each group: the identity when invented, else `subclass_to_class`."""
+        return np.arange(self.num_classes, dtype=np.int64) if self.invented else self.subclass_to_class
+
+    @property
+    def group_names(self) -> list[str]:
+        return list(self.class_names) if self.invented else list(self.subclass_names)
+
+    @property
+    def num_outputs(self) -> int:
+        """S_out = G * K: the size of the teacher's and the student's subclass heads."""
+        return len(self.group_to_class) * self.outputs_per_group
+
+    @property
+    def output_to_class(self) -> np.ndarray:
+        """(S_out,) class of each output: what `class_logits` aggregates over."""
+        return np.repeat(self.group_to_class, self.outputs_per_group)
+
+    @property
+    def output_to_group(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.group_to_class), dtype=np.int64), self.outputs_per_group)
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the outputs: the subclass names, or `group/j` (j = 1..K) when a group has K > 1."""
+        if self.outputs_per_group == 1:
+            return self.group_names
+        return [f"{g}/{j + 1}" for g in self.group_names for j in range(self.outputs_per_group)]
+
+    def targets(self, name: str) -> np.ndarray:
+        """The teacher's training target per sample of split `name`: its group (class or known subclass)."""
+        return self.classes(name) if self.invented else self.split(name).subclass
 
     @property
     def num_subclasses(self) -> int:
@@ -86,3 +126,12 @@ def stratified_split(
     val_share = val_fraction / (1.0 - test_fraction)
     train, val = train_test_split(rest, test_size=val_share, stratify=subclass[rest], random_state=seed)
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def with_outputs(data: Dataset, invented: bool, outputs_per_group: int) -> Dataset:
+    """`data` with the models' output layout set: invented subclasses (`outputs_per_group` per class)
+    or known subclasses with `outputs_per_group` outputs each. The known subclass labels stay in the
+    splits (for the label bits and for comparing invented subclasses with them)."""
+    from dataclasses import replace
+
+    return replace(data, invented=bool(invented), outputs_per_group=int(outputs_per_group))

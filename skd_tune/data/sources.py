@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Dataset, DataError, Source, Split, stratified_split
+from .base import Dataset, DataError, Source, Split, stratified_split, with_outputs
 from .mhist import load_mhist_dataset
 
 if TYPE_CHECKING:
@@ -102,4 +102,4 @@ def load_dataset(spec: "DataSpec", seed: int) -> Dataset:
     """Load the dataset the spec names, split with `seed`."""
     if spec.source not in SOURCES:
         raise DataError(f"data.source: unknown source {spec.source!r}; available: {', '.join(sorted(SOURCES))}")
-    return SOURCES[spec.source].load(spec, seed)
+    return with_outputs(SOURCES[spec.source].load(spec, seed), spec.invented, spec.outputs_per_group)
