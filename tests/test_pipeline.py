@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -170,6 +171,35 @@ def test_digits_demo_meets_acceptance(tmp_path):
     model, meta = load_student(exp / "export")
     data = load_dataset(spec.data, spec.seed)
     assert evaluate_exported(model, meta, data.test.x, data.classes("test"))["f1"] > 0.9
+
+    # the method table with 3 seeds per method, printed by `skd-tune report`, and the HTML report
+    assert spec.methods.seeds >= 3
+    report = run_cli("report", str(exp), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    for method in ("no-KD", "KD", "SKD"):
+        assert re.search(rf"^{method}\s+{spec.methods.seeds}\s+0\.\d{{4}} ± 0\.\d{{4}}", report.stdout, re.M), report.stdout
+    assert "F1 gains: SKD - KD" in report.stdout and (exp / "report" / "index.html").exists()
+    runs = pd.read_parquet(exp / "results" / "methods.parquet")
+    assert len(runs) == 3 * spec.methods.seeds and (runs["status"] == "TERMINATED").all()
+
+    # export to the three formats, then predict a few test digits from PNG files
+    out = tmp_path / "best"
+    export = run_cli("export", str(exp), "--out", str(out), cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    assert all((out / f).exists() for f in ("model.pt", "meta.json", "model.torchscript.pt", "model.onnx"))
+    from PIL import Image
+
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray((data.test.x[i, 0].astype(np.float64) * 255 / 16).round().astype(np.uint8)).save(path)
+        paths.append(str(path))
+    pred = run_cli("predict", str(out), *paths, cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    lines = [ln for ln in pred.stdout.splitlines() if ln.startswith("digit")]
+    truth = [data.class_names[c] for c in data.classes("test")[:6]]
+    predicted = [ln.split(": ", 1)[1].split(" ")[0] for ln in lines]
+    assert len(lines) == 6 and sum(p == t for p, t in zip(predicted, truth)) >= 5, (lines, truth)
 
 
 @pytest.mark.parametrize("which", ["teacher", "student"])

@@ -69,3 +69,22 @@ def test_student_distils_invented_subclasses(invented_run):
 def test_shipped_invented_spec_is_the_documented_one():
     spec = load_spec(REPO / "search_spaces" / "digits-invented.yaml")
     assert spec.data.invented and spec.data.subclasses_per_class == 5 and spec.teacher.beta > 0
+
+
+def test_known_subclasses_split_into_several_outputs(tmp_path):
+    """`outputs_per_subclass: 2`: each digit gets two teacher outputs (trained on the digit labels plus
+    the auxiliary loss); the students distil all 20 of them."""
+    spec = deep_update(TINY_SPEC, {"name": "split", "data": {"outputs_per_subclass": 2},
+                                   "teacher": {"epochs": 2}, "student": {"epochs": 2},
+                                   "search": {"num_samples": 2, "scheduler": {"name": "fifo"}}})
+    spec_path = tmp_path / "split.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    proc = run_cli("run", str(spec_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exp = tmp_path / "runs" / "split"
+    assert np.load(exp / "teacher_logits" / "test.npy").shape[1] == 20
+    diag = json.loads((exp / "results" / "subclasses.json").read_text())
+    assert diag["scheme"] == "known, split" and diag["output_names"][:3] == ["0/1", "0/2", "1/1"]
+    assert "2 teacher outputs per subclass" in proc.stdout
+    meta = json.loads((exp / "export" / "meta.json").read_text())
+    assert meta["num_subclasses"] == 20 and meta["subclass_to_class"] == [0] * 10 + [1] * 10

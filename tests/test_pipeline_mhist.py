@@ -57,3 +57,30 @@ def test_polyp_small_tiny_end_to_end(tmp_path, monkeypatch):
     assert meta["class_names"] == ["HP", "SSA"] and meta["input_shape"] == [3, 32, 32]
     metrics = evaluate_exported(model, meta, data.test.x, data.classes("test"))
     assert metrics == pytest.approx(meta["metrics"]["test"])
+
+
+def test_invented_subclasses_on_mhist(tmp_path):
+    """`subclasses: invented` on MHIST: the teacher invents 3 subclasses per class (the agreement levels
+    are kept only to score them), the students distil them, and the run says how they were used."""
+    write_synthetic_mhist(tmp_path / "data" / "mhist-synth", n=120, seed=0, size=32)
+    raw = yaml.safe_load((REPO / "search_spaces" / "polyp-small.yaml").read_text())
+    raw = deep_update(raw, {
+        "name": "polyp-invented",
+        "data": {"image_size": 32, "subclasses": "invented", "subclasses_per_class": 3},
+        "teacher": {"model": "cnn_small", "epochs": 2, "batch_size": 32, "resources": {"cpu": 1},
+                    "curriculum": {"pacing": "none"}},
+        "student": {"epochs": 2, "batch_size": 32},
+        "search": {"num_samples": 2, "scheduler": {"name": "fifo"}},
+        "methods": {"seeds": 0},
+    })
+    spec_path = tmp_path / "polyp-invented.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    proc = run_cli("run", str(spec_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exp = tmp_path / "runs" / "polyp-invented"
+    diag = json.loads((exp / "results" / "subclasses.json").read_text())
+    assert diag["output_names"] == ["HP/1", "HP/2", "HP/3", "SSA/1", "SSA/2", "SSA/3"]
+    assert [row["class"] for row in diag["per_class"]] == ["HP", "SSA"] and -1 <= diag["ami_test"] <= 1
+    assert "agreement" not in diag["output_names"][0] and "HP-7/7" in diag["ami_against"]
+    meta = json.loads((exp / "export" / "meta.json").read_text())
+    assert meta["subclasses"] == "invented" and meta["num_subclasses"] == 6
