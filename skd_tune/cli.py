@@ -50,23 +50,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "status":
             from .status import experiment_status, format_status
+            from .storage import checkout
 
-            print(format_status(experiment_status(args.experiment)))
+            root, _ = checkout(args.experiment)  # a URI: its files, pulled into the local mirror
+            print(format_status(experiment_status(root), resume_cmd=f"skd-tune run {args.experiment}"))
             return 0
         if args.command == "report":
             from pathlib import Path
 
             from .report import build_report
+            from .storage import checkout, join, push
 
-            report = build_report(args.experiment, out_dir=Path(args.out) if args.out else None, top=args.top)
+            root, remote = checkout(args.experiment)
+            report = build_report(root, out_dir=Path(args.out) if args.out else None, top=args.top)
             print(report.text)
             print(f"report: {report.html} (summary: {report.summary})")
+            if remote is not None and not args.out:
+                push(root, remote, "report")
+                print(f"uploaded to {join(remote.uri, 'report')}")
             return 0
         if args.command == "export":
             from .export import export_artifacts, format_export
 
+            from .storage import checkout
+
             formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-            print(format_export(export_artifacts(args.experiment, args.out, formats)))
+            root, _ = checkout(args.experiment)
+            print(format_export(export_artifacts(root, args.out, formats)))
             return 0
         if args.command == "predict":
             from .export import format_predictions, predict_inputs

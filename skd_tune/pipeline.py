@@ -13,7 +13,9 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from .metrics import classification_metrics, label_bits
 from .processes import record_local_ray, stop_orphans
 from .results import ResultsTables
 from .spec import LOCATION_FIELDS, Spec, spec_hash
+from .storage import Remote, checkout, download_dir, join, mirror_dir, push
 
 __all__ = ["Experiment", "PipelineError", "SearchInterrupted", "run"]
 
@@ -46,9 +49,69 @@ from .errors import PipelineError, SearchInterrupted
 
 @dataclass
 class Experiment:
-    """`<storage>/<name>/`: frozen spec, stage state, Tune experiments, cached logits, results, export."""
+    """`<storage>/<name>/`: frozen spec, stage state, Tune experiments, cached logits, results, export.
+
+    `root` is a local directory: the experiment itself, or, when `storage` is a URI (s3://, gs://),
+    the local mirror of its files, uploaded to `remote` after every write (see storage.py). The Ray
+    Tune experiments live at `tune_location(stage)`, on the storage itself.
+    """
 
     root: Path
+    remote: Remote | None = None
+
+    @classmethod
+    def open(cls, location: str) -> "Experiment":
+        """The experiment at a local path or a URI; for a URI, its files are pulled into the mirror first."""
+        root, remote = checkout(location)
+        return cls(root.resolve(), remote)
+
+    @property
+    def location(self) -> str:
+        """Where the experiment lives, as the user named it: a URI, or the local directory."""
+        return self.remote.uri if self.remote is not None else str(self.root)
+
+    def tune_location(self, stage: str = "") -> str:
+        """The Ray Tune experiment of `stage` (or, with "", its storage_path): a URI or a local path."""
+        base = self.remote.uri if self.remote is not None else str(self.root.resolve())
+        return join(base, stage) if stage else base
+
+    def sync(self, *rels: str) -> None:
+        """Upload these files or directories (relative to the experiment) to the storage, if remote."""
+        if self.remote is not None:
+            for rel in rels:
+                push(self.root, self.remote, rel)
+
+    def relative(self, reported_path: str) -> str:
+        """A path Ray Tune reported (a checkpoint) relative to the experiment, wherever it lives."""
+        if self.remote is not None:
+            return reported_path[len(self.remote.path) + 1 :] if reported_path.startswith(self.remote.path + "/") else reported_path
+        return os.path.relpath(reported_path, self.root.resolve())
+
+    def local_dir(self, rel: str, scratch: Path) -> Path:
+        """A local copy of the experiment's directory `rel` (a checkpoint): in place, or downloaded into `scratch`."""
+        if self.remote is None:
+            return self.root / rel
+        return download_dir(self.remote, rel, scratch / Path(rel).name)
+
+    def tables(self, param_names: list[str], metric: str, mode: str, prefix: str = "") -> ResultsTables:
+        """The results tables of a stage, uploaded to the storage on every flush when it is remote."""
+        on_write = None
+        if self.remote is not None:
+            on_write = lambda paths: self.sync(*(f"results/{p.name}" for p in paths))  # noqa: E731
+        return ResultsTables(self.results_dir, param_names, metric, mode, prefix=prefix, on_write=on_write)
+
+    def has_tune_experiment(self, stage: str) -> bool:
+        if self.remote is None:
+            return (self.root / stage).exists()
+        import pyarrow.fs as pafs
+
+        return self.remote.fs.get_file_info(self.remote.child(stage)).type != pafs.FileType.NotFound
+
+    def delete_tune_experiment(self, stage: str) -> None:
+        if self.remote is None:
+            shutil.rmtree(self.root / stage, ignore_errors=True)
+        elif self.has_tune_experiment(stage):
+            self.remote.fs.delete_dir(self.remote.child(stage))
 
     @property
     def spec_file(self) -> Path:
@@ -85,6 +148,7 @@ class Experiment:
         tmp = self.state_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         os.replace(tmp, self.state_file)
+        self.sync("state.json")
 
     def stage_done(self, stage: str) -> dict[str, Any] | None:
         return self.read_state()["stages"].get(stage)
@@ -106,7 +170,7 @@ class Experiment:
                 old_hash = spec_hash(Spec.model_validate(old))
             except ValueError:
                 pass  # a frozen spec this version cannot read: compare the stored hash, report the raw diff
-            nothing_computed = not self.read_state()["stages"] and not any((self.root / d).exists() for d in ("teacher", "student"))
+            nothing_computed = not self.read_state()["stages"] and not any(self.has_tune_experiment(d) for d in ("teacher", "student"))
             if old_hash != digest and not nothing_computed:
                 diffs = _diff({k: v for k, v in old.items() if k not in LOCATION_FIELDS},
                               {k: v for k, v in frozen.items() if k not in LOCATION_FIELDS})
@@ -126,6 +190,7 @@ class Experiment:
             raise PipelineError(f"{self.root} is a file, not an experiment directory; give the spec another `name:` or `storage:`")
         self.root.mkdir(parents=True, exist_ok=True)
         self.spec_file.write_text(yaml.safe_dump(frozen, sort_keys=False))
+        self.sync("spec.yaml")
         self.write_state({"spec_hash": digest, "stages": {}})
         return False
 
@@ -205,9 +270,15 @@ class StageCallback(tune.Callback):
     def _tables(self, trial) -> ResultsTables:
         if self.tables is None:
             # The experiment's storage path (not the local staging copy Ray syncs from).
-            results_dir = Path(trial.storage.experiment_fs_path).parent / "results"
+            # On a remote storage, the tables are kept in the experiment's local mirror and uploaded on
+            # every flush.
+            fs, exp_path = trial.storage.storage_filesystem, Path(trial.storage.experiment_fs_path).parent.as_posix()
             prefix = "" if self.stage == "student" else f"{self.stage}_"
-            self.tables = ResultsTables(results_dir, self.param_names, self.metric, self.mode, prefix=prefix)
+            if fs.type_name == "local":
+                self.tables = ResultsTables(Path(exp_path) / "results", self.param_names, self.metric, self.mode, prefix=prefix)
+            else:
+                exp = Experiment(mirror_dir(exp_path), Remote(fs, exp_path, exp_path))
+                self.tables = exp.tables(self.param_names, self.metric, self.mode, prefix=prefix)
         return self.tables
 
     def _set(self, trial, **kw) -> None:
@@ -354,6 +425,7 @@ def _write_data_summary(exp: Experiment, spec: Spec, data: Dataset, bits: float)
     tmp = exp.results_dir / ".data.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, exp.results_dir / "data.json")
+    exp.sync("results/data.json")
 
 
 def _check_curriculum(spec: Spec, data: Dataset) -> None:
@@ -395,20 +467,17 @@ def _tune_stage(name: str, exp: Experiment, trainable, make_tuner: Callable):
     a file that cannot be restored. So the stage is recorded as started in state.json only once its
     Tuner exists, before `fit`; a directory without that record holds no trial and is started afresh.
     """
-    import shutil
-
-    path = exp.root / name
+    path = exp.tune_location(name)
     started = exp.read_state().get("started", {}).get(name)
-    if started and tune.Tuner.can_restore(str(path)):
+    if started and tune.Tuner.can_restore(path):
         try:
-            return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+            return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         except (EOFError, OSError, ValueError, RuntimeError) as e:
             raise PipelineError(
                 f"the Ray Tune experiment {path} cannot be restored ({_short_error(e)}). Move that directory aside "
                 f"and run again to redo the {name} stage, or give the spec a new `name:`"
             ) from None
-    if path.exists():
-        shutil.rmtree(path)  # a Tuner whose construction was cut short: no trial ever ran
+    exp.delete_tune_experiment(name)  # a Tuner whose construction was cut short: no trial ever ran
     tuner = make_tuner()
     state = exp.read_state()
     state.setdefault("started", {})[name] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -451,7 +520,7 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
                                         max_concurrent_trials=spec.search.max_concurrent, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 name="teacher",
-                storage_path=str(exp.root.resolve()),
+                storage_path=exp.tune_location(),
                 verbose=0,
                 checkpoint_config=_CHECKPOINTS,
                 failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
@@ -463,16 +532,16 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
     _interrupted_or_failed("teacher", grid, ts.num_samples, resume_cmd)
     if grid.num_terminated == 0:
         raise PipelineError(
-            f"the teacher trial failed: {_short_error(grid.errors[0])}. Its full log is under {exp.root / 'teacher'}; "
+            f"the teacher trial failed: {_short_error(grid.errors[0])}. Its full log is under {exp.tune_location('teacher')}; "
             "fix the cause and run the same command again to resume"
         )
     best = grid.get_best_result(metric, mode, scope="all")
     checkpoint = best.checkpoint  # the latest: it carries the best epoch's weights
-    tables = ResultsTables(exp.results_dir, param_names, metric, mode, prefix="teacher_")
+    tables = exp.tables(param_names, metric, mode, prefix="teacher_")
     row = tables.best_trial() or {}
     tables.close()
     info = {
-        "checkpoint": os.path.relpath(checkpoint.path, exp.root.resolve()),
+        "checkpoint": exp.relative(checkpoint.path),
         "params": {p: _plain(v) for p, v in best.config.items() if p in ts.space},
         "metrics": {k.removeprefix("best_"): v for k, v in row.items() if k.startswith("best_val_")} | {"epoch": int(row["best_epoch"]) if row.get("best_epoch") is not None else None},
     }
@@ -483,13 +552,14 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
 def run_teacher_logits(spec: Spec, exp: Experiment, data: Dataset, teacher_info: dict) -> dict[str, np.ndarray]:
     from .trainables import remote_teacher_logits
 
-    logits = remote_teacher_logits(spec, data, str(exp.root / teacher_info["checkpoint"]))
+    logits = remote_teacher_logits(spec, data, join(exp.tune_location(), teacher_info["checkpoint"]))
     exp.logits_dir.mkdir(parents=True, exist_ok=True)
     for name, arr in logits.items():
         tmp = exp.logits_dir / f".{name}.npy.tmp"
         with open(tmp, "wb") as f:
             np.save(f, arr.astype(np.float32))
         os.replace(tmp, exp.logits_dir / f"{name}.npy")
+    exp.sync("teacher_logits")
     test = _class_metrics(logits["test"], data, "test")
     info: dict[str, Any] = {}
     if data.outputs_per_group > 1:
@@ -522,6 +592,7 @@ def _write_subclass_diagnostics(exp: Experiment, data: Dataset, logits: dict[str
     tmp = exp.results_dir / ".subclasses.json.tmp"
     tmp.write_text(json.dumps(out, indent=2))
     os.replace(tmp, exp.results_dir / "subclasses.json")
+    exp.sync("results/subclasses.json")
     return {k: out[k] for k in ("dead_share", "ami_test")} | {
         "entropy_bits": [r["entropy_bits"] for r in out["per_class"]]}
 
@@ -603,7 +674,7 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
             ),
             run_config=tune.RunConfig(
                 name="student",
-                storage_path=str(exp.root.resolve()),
+                storage_path=exp.tune_location(),
                 verbose=0,
                 checkpoint_config=_CHECKPOINTS,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
@@ -612,7 +683,7 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
         )
 
     grid = _tune_stage("student", exp, trainable, make).fit()
-    tables = ResultsTables(exp.results_dir, param_names, s.metric, s.mode)  # replays the journal: every epoch reported
+    tables = exp.tables(param_names, s.metric, s.mode)  # replays the journal: every epoch reported
     try:
         _interrupted_or_failed("student", grid, s.num_samples, resume_cmd)
     finally:
@@ -628,7 +699,7 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
             trial_id,
             params=result.config,
             status="ERROR" if result.error else "TERMINATED",
-            checkpoint_path=os.path.relpath(ckpt.path, exp.root.resolve()) if ckpt is not None else None,
+            checkpoint_path=exp.relative(ckpt.path) if ckpt is not None else None,
             error=str(result.error)[-4000:] if result.error else None,
             max_epochs=spec.student.epochs,
         )
@@ -657,10 +728,11 @@ def run_export(spec: Spec, exp: Experiment, data: Dataset, tables: ResultsTables
     if best is None or not isinstance(best.get("checkpoint_path"), str):
         raise PipelineError(f"no student trial with a checkpoint to export; see {exp.results_dir / 'trials.parquet'}")
     params = {p: best[p] for p in spec.search.space}
-    out = export_student(exp.export_dir, spec, data, exp.root / best["checkpoint_path"], params, {
-        "trial_id": best["trial_id"],
-        **{k: best[k] for k in best if k.startswith("best_val_") or k == "best_epoch"},
-    })
+    with tempfile.TemporaryDirectory() as scratch:
+        export_student(exp.export_dir, spec, data, exp.local_dir(best["checkpoint_path"], Path(scratch)), params, {
+            "trial_id": best["trial_id"],
+            **{k: best[k] for k in best if k.startswith("best_val_") or k == "best_epoch"},
+        })
     model, meta = load_student(exp.export_dir)  # check the round trip: what a user will load
     test = evaluate_exported(model, meta, data.test.x, data.classes("test"))
     meta_path = exp.export_dir / "meta.json"
@@ -669,7 +741,8 @@ def run_export(spec: Spec, exp: Experiment, data: Dataset, tables: ResultsTables
     tmp = meta_path.with_name(".meta.json.tmp")
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, meta_path)
-    exp.mark_done("export", trial_id=best["trial_id"], test_metrics=test, path=os.path.relpath(out, exp.root))
+    exp.sync("export")
+    exp.mark_done("export", trial_id=best["trial_id"], test_metrics=test, path="export")
     return {"trial_id": best["trial_id"], "params": params, "val": best.get(f"best_{spec.search.metric}"), "test": test}
 
 
@@ -709,7 +782,7 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
                                         reuse_actors=True, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 name="final",
-                storage_path=str(exp.root.resolve()),
+                storage_path=exp.tune_location(),
                 verbose=0,
                 checkpoint_config=_CHECKPOINTS,
                 failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
@@ -718,7 +791,7 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
         )
 
     grid = _tune_stage("final", exp, trainable, make).fit()
-    tables = ResultsTables(exp.results_dir, ["method", "seed"], metric, mode, prefix="methods_")
+    tables = exp.tables(["method", "seed"], metric, mode, prefix="methods_")
     try:
         _interrupted_or_failed("methods", grid, total, resume_cmd)
     finally:
@@ -747,6 +820,7 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
     teacher_test = (exp.stage_done("teacher_logits") or {}).get("test_metrics")
     table = method_table(runs, teacher_test)
     write_table_atomic(table, exp.results_dir / "methods_summary.parquet")
+    exp.sync("results/methods.parquet", "results/methods_summary.parquet")
     if grid.num_terminated == 0:
         raise PipelineError(
             f"every method-table run failed; the first error: {_short_error(grid.errors[0] if grid.errors else None)}. "
@@ -782,9 +856,10 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     data = load_dataset(spec.data, spec.seed)
     _preflight_models(spec, data)
     _check_curriculum(spec, data)
-    exp = Experiment(spec.experiment_dir.resolve())
+    exp = Experiment.open(spec.experiment_location)
     resumed = exp.prepare(spec)
-    printer(f"experiment {exp.root} ({'resuming' if resumed else 'new'})")
+    where = exp.location + (f" (local mirror {exp.root})" if exp.remote is not None else "")
+    printer(f"experiment {where} ({'resuming' if resumed else 'new'})")
     bits = label_bits(data.train.subclass, data.subclass_to_class)
     if data.invented:
         printer(
@@ -822,7 +897,7 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
                 f"AMI with the known subclasses on test {diag['ami_test']:.3f}")
 
     if exp.stage_done("student"):
-        tables = ResultsTables(exp.results_dir, list(spec.search.space), spec.search.metric, spec.search.mode)
+        tables = exp.tables(list(spec.search.space), spec.search.metric, spec.search.mode)
     else:
         tables = run_student_search(spec, exp, data, logits, resume_cmd)
     best = run_export(spec, exp, data, tables)

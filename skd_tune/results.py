@@ -15,7 +15,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -51,13 +51,14 @@ class ResultsTables:
     """Accumulates per-epoch metrics and trial statuses; writes `trials.parquet` and `epochs.parquet`.
 
     `param_names` are the searched parameters (one column each in the trials table); `metric` and
-    `mode` pick each trial's best epoch; `prefix` names another pair of tables (`teacher_`).
+    `mode` pick each trial's best epoch; `prefix` names another pair of tables (`teacher_`);
+    `on_write(paths)` is called after each flush with the files written (e.g. to upload them).
     Existing tables in `results_dir` are loaded first, so a
     resumed search keeps every epoch already recorded (duplicates by trial and epoch are dropped).
     """
 
     def __init__(self, results_dir: Path, param_names: list[str], metric: str, mode: str, min_interval_s: float = 1.0,
-                 prefix: str = ""):
+                 prefix: str = "", on_write: Callable[[list[Path]], None] | None = None):
         self.dir = Path(results_dir)
         self.epochs_path = self.dir / f"{prefix}epochs.parquet"
         self.trials_path = self.dir / f"{prefix}trials.parquet"
@@ -66,6 +67,7 @@ class ResultsTables:
         self.metric = metric
         self.mode = mode
         self.min_interval_s = min_interval_s
+        self.on_write = on_write
         self._epochs: list[dict[str, Any]] = []
         self._trials: dict[str, dict[str, Any]] = {}
         self._last_flush = 0.0
@@ -194,6 +196,8 @@ class ResultsTables:
         write_table_atomic(self.trials_frame(), self.trials_path)
         self._last_flush = now
         self._dirty = False
+        if self.on_write is not None:
+            self.on_write([p for p in (self.journal_path, self.epochs_path, self.trials_path) if p.exists()])
         return True
 
     def _load(self) -> None:

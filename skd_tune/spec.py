@@ -354,8 +354,11 @@ class Spec(_Strict):
     methods: MethodsSpec = MethodsSpec()
 
     @property
-    def experiment_dir(self) -> Path:
-        return Path(self.storage) / self.name
+    def experiment_location(self) -> str:
+        """`<storage>/<name>`: a local path, or a URI when `storage` is one (s3://bucket/prefix, ...)."""
+        from .storage import is_uri, join
+
+        return join(self.storage, self.name) if is_uri(self.storage) else str(Path(self.storage) / self.name)
 
     def student_for(self, params: dict[str, Any]) -> StudentSpec:
         """The student spec of one trial: the base `student` with the searched `params` applied."""
@@ -386,6 +389,17 @@ def load_spec(path: str | Path) -> Spec:
     `path` may also be an experiment directory: its frozen `spec.yaml` is loaded and pointed at the
     directory where it now lies (so a moved experiment resumes in place).
     """
+    from .storage import checkout, is_uri
+
+    if is_uri(path):  # an experiment on shared storage: its frozen spec, pointed at where it lies
+        root, remote = checkout(str(path))
+        if not (root / "spec.yaml").exists():
+            raise SpecError(str(path), ["no spec.yaml there: not an skd-tune experiment"],
+                            "Give the URI of an experiment directory (it holds spec.yaml and state.json), or a local YAML spec.")
+        spec = load_spec(root / "spec.yaml")
+        base, _, query = str(path).partition("?")
+        parent, _, name = base.rstrip("/").rpartition("/")
+        return spec.model_copy(update={"name": name, "storage": parent + (f"?{query}" if query else "")})
     path = Path(path)
     if path.is_dir():
         frozen = path / "spec.yaml"

@@ -192,7 +192,8 @@ def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[
     set_threads(spec.teacher.resources.cpu)
     device = pick_device()
     model = _model(spec.teacher.model, data, False)
-    model.load_state_dict(best_weights(load_state(checkpoint_dir)))
+    with tune.Checkpoint(checkpoint_dir).as_directory() as local:  # a local path, or a URI on shared storage
+        model.load_state_dict(best_weights(load_state(local)))
     model = to_device(model, device, len(data.input_shape) == 3)
     out = {}
     for name in ("train", "val", "test"):
