@@ -381,7 +381,7 @@ def load_mhist_dataset(spec: "DataSpec", seed: int) -> Dataset:
     * Images: uint8 (N, 3, S, S) with S = `data.image_size` (default 224); an image of another size or
       mode is converted to RGB and resized. `scale` 1/255, ImageNet's mean/std for normalisation.
     """
-    scheme = spec.subclasses or SCHEMES[0]
+    scheme = spec.subclass_scheme  # with `invented`, the known scheme that scores the invented subclasses
     if scheme not in SCHEMES:
         raise DataError(f"data.subclasses: {scheme!r} is not a subclass scheme of source 'mhist'; available: {', '.join(SCHEMES)}")
     root = Path(spec.root)
