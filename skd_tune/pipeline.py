@@ -366,12 +366,27 @@ def init_ray(address: str | None = None, verbose: bool = False) -> bool:
             logging.getLogger(name).setLevel(logging.ERROR)
     if ray.is_initialized():
         return False
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        log_to_driver=verbose,
-        logging_level=logging.INFO if verbose else logging.ERROR,
-    )
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+        )
+    except (ConnectionError, RuntimeError) as e:
+        where = address or os.environ.get("RAY_ADDRESS")
+        if where is None:
+            raise
+        text, cause = "", e
+        while cause is not None:
+            text, cause = text + f" {cause}", cause.__cause__ or cause.__context__
+        if "InvalidAuthToken" in text:
+            raise PipelineError(
+                f"the Ray cluster at {where} uses token authentication and refused this driver: set "
+                "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or ~/.ray/auth_token; "
+                "`ray get-auth-token` on the head prints it)") from None
+        raise PipelineError(f"cannot join the Ray cluster at {where} ({_short_error(e)}); check the address "
+                            "that `ray start --head` printed and that the head runs") from None
     return address is None and not os.environ.get("RAY_ADDRESS")
 
 
