@@ -507,6 +507,13 @@ def _tune_stage(name: str, exp: Experiment, trainable, make_tuner: Callable):
 _CHECKPOINTS = tune.CheckpointConfig(num_to_keep=3)
 
 
+def _run_config(exp: Experiment, name: str, max_failures: int, callback: StageCallback) -> tune.RunConfig:
+    """What every stage's Tuner shares: its place in the experiment, quiet output, the checkpoints kept,
+    retries of trials whose worker died, and the callback that feeds the results tables."""
+    return tune.RunConfig(name=name, storage_path=exp.tune_location(), verbose=0, checkpoint_config=_CHECKPOINTS,
+                          failure_config=tune.FailureConfig(max_failures=max_failures), callbacks=[callback])
+
+
 def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> dict[str, Any]:
     """The teacher stage: one trial, or a small Optuna search over `search.teacher.space` (e.g. the
     auxiliary loss's beta and t_aux) whose best trial by `search.metric` becomes the teacher."""
@@ -533,14 +540,8 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
             param_space=_tune_domains(ts.space),
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=ts.num_samples, search_alg=searcher,
                                         max_concurrent_trials=spec.search.max_concurrent, trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(
-                name="teacher",
-                storage_path=exp.tune_location(),
-                verbose=0,
-                checkpoint_config=_CHECKPOINTS,
-                failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
-                callbacks=[StageCallback("teacher", param_names, metric, mode, ts.num_samples, spec.teacher.epochs)],
-            ),
+            run_config=_run_config(exp, "teacher", spec.search.max_failures,
+                                   StageCallback("teacher", param_names, metric, mode, ts.num_samples, spec.teacher.epochs)),
         )
 
     grid = _tune_stage("teacher", exp, trainable, make).fit()
@@ -550,11 +551,14 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
             f"the teacher trial failed: {_short_error(grid.errors[0])}. Its full log is under {exp.tune_location('teacher')}; "
             "fix the cause and run the same command again to resume"
         )
-    best = grid.get_best_result(metric, mode, scope="all")
-    checkpoint = best.checkpoint  # the latest: it carries the best epoch's weights
+    # The teacher is the best trial of the results table (ties: the first by trial id), the same row that
+    # the table, status and report show; Ray's own pick may differ on ties.
     tables = exp.tables(param_names, metric, mode, prefix="teacher_")
     row = tables.best_trial() or {}
     tables.close()
+    by_id = {(r.metrics or {}).get("trial_id"): r for r in grid if r.checkpoint is not None and not r.error}
+    best = by_id.get(row.get("trial_id")) or grid.get_best_result(metric, mode, scope="all")
+    checkpoint = best.checkpoint  # the latest: it carries the best epoch's weights
     info = {
         "checkpoint": exp.relative(checkpoint.path),
         "params": {p: _plain(v) for p, v in best.config.items() if p in ts.space},
@@ -687,14 +691,8 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
                 metric=s.metric, mode=s.mode, num_samples=s.num_samples, search_alg=searcher, scheduler=scheduler,
                 max_concurrent_trials=s.max_concurrent, reuse_actors=True, trial_dirname_creator=_trial_dirname,
             ),
-            run_config=tune.RunConfig(
-                name="student",
-                storage_path=exp.tune_location(),
-                verbose=0,
-                checkpoint_config=_CHECKPOINTS,
-                failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                callbacks=[StageCallback("student", param_names, s.metric, s.mode, s.num_samples, spec.student.epochs)],
-            ),
+            run_config=_run_config(exp, "student", s.max_failures,
+                                   StageCallback("student", param_names, s.metric, s.mode, s.num_samples, spec.student.epochs)),
         )
 
     grid = _tune_stage("student", exp, trainable, make).fit()
@@ -795,14 +793,8 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
             param_space={"method": tune.grid_search(list(METHODS)), "seed": tune.grid_search(seeds)},
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, max_concurrent_trials=spec.search.max_concurrent,
                                         reuse_actors=True, trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(
-                name="final",
-                storage_path=exp.tune_location(),
-                verbose=0,
-                checkpoint_config=_CHECKPOINTS,
-                failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
-                callbacks=[StageCallback("methods", ["method", "seed"], metric, mode, total, spec.student.epochs)],
-            ),
+            run_config=_run_config(exp, "final", spec.search.max_failures,
+                                   StageCallback("methods", ["method", "seed"], metric, mode, total, spec.student.epochs)),
         )
 
     grid = _tune_stage("final", exp, trainable, make).fit()
