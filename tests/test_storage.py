@@ -136,8 +136,8 @@ def test_interrupted_search_on_s3_resumes_on_a_fresh_head(s3, tmp_path):
     """SIGINT during the student search, the local mirror deleted (the head node is gone), then the same
     command again: the search finishes from what is on S3, every sample exactly once."""
     spec = deep_update(TINY_SPEC, {"name": "s3int", "storage": f"s3://{BUCKET}/runs",
-                                   "student": {"epochs": 6, "batch_size": 32},
-                                   "search": {"num_samples": 4, "scheduler": {"name": "fifo"}}})
+                                   "student": {"epochs": 4, "batch_size": 32},
+                                   "search": {"num_samples": 3, "scheduler": {"name": "fifo"}}})
     spec_path = tmp_path / "s3int.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -146,7 +146,7 @@ def test_interrupted_search_on_s3_resumes_on_a_fresh_head(s3, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "skd_tune", "run", str(spec_path)], cwd=tmp_path, env=env,
                                 stdout=f, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
-    while "[student] trials 1/4 done" not in log.read_text():
+    while "[student] trials 1/3 done" not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
@@ -156,7 +156,7 @@ def test_interrupted_search_on_s3_resumes_on_a_fresh_head(s3, tmp_path):
     again = run_cli("run", str(spec_path), cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     trials = pd.read_parquet(f"s3://{BUCKET}/runs/s3int/results/trials.parquet")
-    assert len(trials) == 4 and trials["trial_id"].is_unique and (trials["status"] == "TERMINATED").all()
+    assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "TERMINATED").all()
     epochs = pd.read_parquet(f"s3://{BUCKET}/runs/s3int/results/epochs.parquet")
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert all(sorted(g) == list(range(1, 7)) for g in epochs.groupby("trial_id")["epoch"].apply(list))
+    assert all(sorted(g) == list(range(1, 5)) for g in epochs.groupby("trial_id")["epoch"].apply(list))
