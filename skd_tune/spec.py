@@ -191,8 +191,8 @@ class _TrainSpec(_Strict):
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0, le=1)
     augment: bool = False  # flips, 90-degree rotations, mild colour jitter (images), on the device
-    curriculum: CurriculumSpec = CurriculumSpec()
-    resources: Resources = Resources(cpu=1, gpu=0)
+    curriculum: CurriculumSpec = Field(default_factory=CurriculumSpec)
+    resources: Resources = Field(default_factory=lambda: Resources(cpu=1, gpu=0))
 
     @field_validator("model")
     @classmethod
@@ -321,10 +321,24 @@ class SearchSpec(_Strict):
     num_samples: int = Field(16, ge=1, le=100_000)
     max_concurrent: int = Field(2, ge=1, le=10_000)
     sampler: str = "tpe"
-    scheduler: SchedulerSpec = SchedulerSpec()
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     max_failures: int = Field(2, ge=0, le=100)  # retries of a trial whose worker died, from its last checkpoint
+    # A trial checkpoints at its last epoch, at ASHA's rungs when its best epoch changed, and otherwise at
+    # most every `checkpoint_interval_s` seconds (0: every epoch); an interrupted trial reruns at most that.
+    checkpoint_interval_s: float = Field(10.0, ge=0, le=86_400)
     space: dict[str, Distribution] = Field(default_factory=dict)
-    teacher: TeacherSearchSpec = TeacherSearchSpec()
+    teacher: TeacherSearchSpec = Field(default_factory=TeacherSearchSpec)
+
+    def decision_epochs(self, max_epochs: int) -> frozenset[int]:
+        """The epochs at which the student scheduler may stop a trial: ASHA's rungs, grace_period * rf**k
+        (Ray's `_Bracket` decides at the first report with training_iteration >= a rung), below max_epochs."""
+        if self.scheduler.name != "asha":
+            return frozenset()
+        out, t = set(), float(min(self.scheduler.grace_period, max_epochs))
+        while t < max_epochs:
+            out.add(math.ceil(t - 1e-9))
+            t *= self.scheduler.reduction_factor
+        return frozenset(out)
 
     @field_validator("metric")
     @classmethod
@@ -347,11 +361,11 @@ class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
     storage: str = "runs"
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    data: DataSpec = DataSpec()
-    teacher: TeacherSpec = TeacherSpec()
-    student: StudentSpec = StudentSpec()
-    search: SearchSpec = SearchSpec()
-    methods: MethodsSpec = MethodsSpec()
+    data: DataSpec = Field(default_factory=DataSpec)
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    methods: MethodsSpec = Field(default_factory=MethodsSpec)
 
     @property
     def experiment_location(self) -> str:

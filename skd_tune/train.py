@@ -12,7 +12,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -29,6 +29,7 @@ from .metrics import classification_metrics
 __all__ = [
     "STATE_FILE",
     "CheckpointError",
+    "CheckpointPolicy",
     "Curriculum",
     "DeviceSplit",
     "LossFn",
@@ -246,6 +247,35 @@ def fit(
         metrics["epoch"] = epoch + 1
         metrics["epoch_time_s"] = time.perf_counter() - t0
         yield metrics
+
+
+@dataclass
+class CheckpointPolicy:
+    """Which epochs of a trial write a checkpoint with their report.
+
+    A checkpoint (model, optimiser, and the best epoch's weights) costs a save and Ray Tune's
+    persistence of it, tens of milliseconds for tiny models, seconds for large ones: on short epochs
+    that is most of a trial. An epoch's report carries a checkpoint when
+      - it is the last epoch (its checkpoint has the best weights that export and the method table use);
+      - `interval_s` seconds have passed since the last checkpoint (or since the trial started), which
+        bounds the work an interrupted or failed trial runs again; `interval_s = 0`: every epoch;
+      - it is one of `decision_epochs` (where the scheduler may stop the trial: ASHA's rungs) and the best
+        epoch changed since the last checkpoint, so a stopped trial's latest checkpoint still holds its
+        best weights.
+    """
+
+    interval_s: float
+    last_epoch: int
+    decision_epochs: frozenset[int] = frozenset()
+    last_saved: float = field(default_factory=time.monotonic)
+
+    def due(self, epoch: int, best_changed: bool, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return (epoch >= self.last_epoch or now - self.last_saved >= self.interval_s
+                or (best_changed and epoch in self.decision_epochs))
+
+    def saved(self, now: float | None = None) -> None:
+        self.last_saved = time.monotonic() if now is None else now
 
 
 @dataclass

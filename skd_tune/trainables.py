@@ -23,6 +23,7 @@ from .models import build_model
 from .spec import Spec
 from .train import (
     CheckpointError,
+    CheckpointPolicy,
     Curriculum,
     DeviceSplit,
     best_weights,
@@ -75,14 +76,14 @@ def _curriculum(role_spec, difficulty: np.ndarray | None, seed: int, device) -> 
 
 
 def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batch_size: int, seed: int,
-         metric: str, mode: str, curriculum: Curriculum | None = None, augment: bool = False,
+         metric: str, mode: str, policy: CheckpointPolicy, curriculum: Curriculum | None = None, augment: bool = False,
          test: DeviceSplit | None = None) -> None:
-    """The shared epoch loop: resume from Tune's checkpoint, then report every epoch with a checkpoint
-    that also carries the best epoch's weights (by `metric` and `mode`).
+    """The shared epoch loop: resume from Tune's checkpoint, then report every epoch, with a checkpoint
+    when `policy` says so; every checkpoint also carries the best epoch's weights (by `metric`, `mode`).
 
     With a `test` split, the last epoch's report also holds `test_*` metrics of the best epoch's
     weights (chosen on validation only) and that epoch's number as `best_epoch`."""
-    start_epoch, best = 0, None
+    start_epoch, best, best_changed = 0, None, False
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -99,11 +100,18 @@ def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batc
         if better and not (best is not None and math.isnan(value)):
             best = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                     "epoch": int(metrics["epoch"]), "value": value}
-        if test is not None and int(metrics["epoch"]) == epochs:
+            best_changed = True
+        epoch = int(metrics["epoch"])
+        if test is not None and epoch == epochs:
             metrics = {**metrics, **_test_metrics(model, best, test, membership, data.positive_class)}
+        if not policy.due(epoch, best_changed):
+            tune.report(metrics)
+            continue
         with tempfile.TemporaryDirectory() as d:
-            save_state(d, model, optimizer, int(metrics["epoch"]), best)
+            save_state(d, model, optimizer, epoch, best)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        policy.saved()
+        best_changed = False
 
 
 def _test_metrics(model, best: dict | None, test: DeviceSplit, membership, positive_class: int) -> dict[str, float]:
@@ -134,8 +142,9 @@ def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> N
     if data.outputs_per_group > 1:
         groups = membership_for(data.output_to_group, device)  # (G, S_out): the outputs of each group
         objective = TeacherLoss(groups, teacher.beta, teacher.t_aux)
+    policy = CheckpointPolicy(spec.search.checkpoint_interval_s, teacher.epochs)  # the teacher's search is FIFO
     _run(model, optimizer, teacher_loss(train, objective), train, val, data, teacher.epochs, teacher.batch_size, spec.seed,
-         spec.search.metric, spec.search.mode, curriculum, teacher.augment)
+         spec.search.metric, spec.search.mode, policy, curriculum, teacher.augment)
 
 
 def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None) -> None:
@@ -180,8 +189,11 @@ def _train_student(student, spec: Spec, data: Dataset, teacher_logits: np.ndarra
     test_split = None
     if test:
         test_split = _device_split(data, "test", device)
+    # The method table's runs are FIFO: no scheduler stops them early.
+    decisions = frozenset() if test else spec.search.decision_epochs(student.epochs)
+    policy = CheckpointPolicy(spec.search.checkpoint_interval_s, student.epochs, decisions)
     _run(model, optimizer, student_loss(train, t_logits, objective), train, val, data, student.epochs,
-         student.batch_size, seed, spec.search.metric, spec.search.mode, curriculum, student.augment, test_split)
+         student.batch_size, seed, spec.search.metric, spec.search.mode, policy, curriculum, student.augment, test_split)
 
 
 def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[str, np.ndarray]:

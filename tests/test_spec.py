@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+
 from pathlib import Path
 
 import pytest
@@ -90,6 +94,7 @@ BAD = [
     ("searched-pacing-invalid", {"search": {"space": {"curriculum.pacing": {"choice": ["linear", "cosine"]}}}}, r"search\.space\.curriculum\.pacing: choice value 'cosine' is not a valid student\.curriculum\.pacing"),
     ("subclass-scheme", {"data": {"subclasses": "agreement"}}, r"data: .*'agreement' is not a subclass scheme of source 'digits'; available: known"),
     ("max-failures", {"search": {"max_failures": -1}}, r"search\.max_failures: must be >= 0"),
+    ("checkpoint-interval", {"search": {"checkpoint_interval_s": -5}}, r"search\.checkpoint_interval_s: must be >= 0, got -5"),
     ("invented-without-k", {"data": {"subclasses": "invented"}}, r"data\.subclasses_per_class: required with data\.subclasses: invented"),
     ("k-without-invented", {"data": {"subclasses_per_class": 3}}, r"data\.subclasses_per_class: only with data\.subclasses: invented \(got subclasses: 'known'\).*outputs_per_subclass"),
     ("outputs-with-invented", {"data": {"subclasses": "invented", "subclasses_per_class": 2, "outputs_per_subclass": 2}}, r"data\.outputs_per_subclass: only for known subclasses"),
@@ -164,3 +169,26 @@ def test_int_and_choice_distributions_parse(write_spec):
     assert spec.search.space["batch_size"].int == (32, 128)
     assert spec.search.space["curriculum.pacing"].choice == ["none", "linear"]
     assert spec.student_for({"batch_size": 64, "curriculum.pacing": "linear"}).curriculum.pacing == "linear"
+
+
+@pytest.mark.parametrize("grace,rf,epochs", [(1, 2, 3), (3, 3, 20), (3, 3, 27), (5, 3, 50), (2, 1.5, 12), (4, 4, 4)])
+def test_decision_epochs_are_ashas_rungs(write_spec, grace, rf, epochs):
+    """The epochs a trial must checkpoint an unsaved best at are the ones Ray's ASHA decides at."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    spec = load_spec(write_spec({"search": {"scheduler": {"name": "asha", "grace_period": grace, "reduction_factor": rf}},
+                                 "student": {"epochs": epochs}}))
+    asha = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=min(grace, epochs), reduction_factor=rf)
+    rungs = {math.ceil(m) for m, _ in asha._brackets[0]._rungs if m < epochs}  # Ray's own milestones
+    assert spec.search.decision_epochs(epochs) == rungs
+    fifo = load_spec(write_spec({"search": {"scheduler": {"name": "fifo"}}}))
+    assert fifo.search.decision_epochs(20) == frozenset()
+
+
+def test_importing_the_spec_loads_no_engine():
+    """The spec is the edge every command crosses first: importing it must not load torch, sklearn or Ray
+    (class-level defaults built at import time once pulled them in through the registries' validators)."""
+    code = "import sys, skd_tune.spec; print(sorted(m for m in ('torch', 'sklearn', 'ray', 'optuna') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
