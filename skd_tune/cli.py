@@ -17,6 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run (or resume) the experiment a YAML spec describes")
     r.add_argument("spec", help="a YAML spec (e.g. search_spaces/digits.yaml), or an experiment directory to resume")
     r.add_argument("--address", default=None, help="Ray cluster to join ('auto', 'ray://host:10001'); default: start local Ray")
+    r.add_argument("--node-wait", type=float, default=None, metavar="SECONDS",
+                   help="on a joined cluster, how long to wait for a node that can hold a trial (default: 300)")
     r.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and worker output")
     st = sub.add_parser("status", help="stages done, trials by status, best so far (works while a search runs)")
     st.add_argument("experiment", help="experiment directory, e.g. runs/digits-skd")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
             spec = load_spec(args.spec)
             summary = run(spec, address=args.address, verbose=args.verbose, resume_cmd=f"skd-tune run {args.spec}",
-                          printer=lambda line: print(line, flush=True))
+                          printer=lambda line: print(line, flush=True), node_wait_s=args.node_wait)
             print(f"done in {summary.seconds:.0f} s: {summary.experiment}")
             return 0
     except (SpecError, UserError) as e:

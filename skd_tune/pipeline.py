@@ -9,6 +9,7 @@ with `Tuner.restore`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -25,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from .data import Dataset, load_dataset
 from .metrics import classification_metrics, label_bits
@@ -336,6 +338,44 @@ class StageCallback(tune.Callback):
 
 
 @functools.lru_cache(maxsize=1)
+def tune_storages() -> dict[str, tuple[Any, str]]:
+    """Ray Tune experiment name -> (pyarrow filesystem, path) where this driver runs it (set by `_tune_stage`)."""
+    return {}
+
+
+def keep_in_place(trial) -> None:
+    """Give a trial the storage of the experiment as it is now, if it carries an older one.
+
+    Ray Tune restores a search algorithm with the `Experiment` of the run that started it, storage path
+    included: after the experiment directory moved, every trial it creates afterwards would write (and
+    fail to checkpoint: "Unable to set up cluster storage") under the old path. Restored trials are
+    relocated by Ray itself; this does the same for the new ones before they start.
+    """
+    here = tune_storages().get(trial.storage.experiment_dir_name)
+    if here is None or trial.storage.storage_fs_path == here[1]:
+        return
+    moved = copy.copy(trial.storage)
+    moved.storage_filesystem, moved.storage_fs_path = here
+    trial.set_storage(moved)
+
+
+class InPlaceFIFO(FIFOScheduler):
+    """Ray's FIFO scheduler, with `keep_in_place` for every trial added (before it starts)."""
+
+    def on_trial_add(self, tune_controller, trial):
+        keep_in_place(trial)
+        super().on_trial_add(tune_controller, trial)
+
+
+class InPlaceASHA(ASHAScheduler):
+    """Ray's ASHA scheduler, with `keep_in_place` for every trial added (before it starts)."""
+
+    def on_trial_add(self, tune_controller, trial):
+        keep_in_place(trial)
+        super().on_trial_add(tune_controller, trial)
+
+
+@functools.lru_cache(maxsize=1)
 def interrupt_flag() -> threading.Event:
     """Set when this driver got SIGINT/SIGTERM during a Tune stage (created on first use)."""
     return threading.Event()
@@ -452,18 +492,46 @@ def _check_curriculum(spec: Spec, data: Dataset) -> None:
         )
 
 
-def _check_resources(spec: Spec) -> None:
+def _unplaceable(spec: Spec) -> list[str]:
+    """The roles whose trial fits on no alive node (a trial runs on one node: its CPUs and GPUs together)."""
     import ray
 
-    total = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    out = []
     for role in ("teacher", "student"):
         res = getattr(spec, role).resources
-        if res.cpu > total.get("CPU", 0) or res.gpu > total.get("GPU", 0):
-            raise PipelineError(
-                f"{role}.resources asks for cpu={res.cpu:g}, gpu={res.gpu:g} but the Ray cluster has "
-                f"cpu={total.get('CPU', 0):g}, gpu={total.get('GPU', 0):g} in all, so the trial could never start. "
-                f"Lower {role}.resources in the spec, or run on a cluster with more (--address)"
-            )
+        if not any(n.get("CPU", 0) >= res.cpu and n.get("GPU", 0) >= res.gpu for n in nodes):
+            out.append(role)
+    return out
+
+
+def _check_resources(spec: Spec, wait_s: float = 0.0, printer: Callable[[str], None] = print) -> None:
+    """Refuse a spec whose teacher or student trial no node of the cluster can hold (Tune would wait
+    forever). On a joined cluster, wait up to `wait_s` for such a node first: workers may still be
+    starting, or an autoscaler adding them."""
+    import ray
+
+    deadline = time.monotonic() + wait_s
+    missing = _unplaceable(spec)
+    if missing and wait_s > 0:
+        asks = ", ".join(f"{r}: cpu={getattr(spec, r).resources.cpu:g}, gpu={getattr(spec, r).resources.gpu:g}" for r in missing)
+        printer(f"waiting up to {wait_s:.0f} s for a Ray node that can hold a trial ({asks})")
+        while missing and time.monotonic() < deadline:
+            time.sleep(min(5.0, max(deadline - time.monotonic(), 0.0)))
+            missing = _unplaceable(spec)
+    if not missing:
+        return
+    role = missing[0]
+    res = getattr(spec, role).resources
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    largest = ", ".join(sorted({f"cpu={n.get('CPU', 0):g}, gpu={n.get('GPU', 0):g}" for n in nodes})) or "none"
+    waited = f" (waited {wait_s:.0f} s)" if wait_s > 0 else ""
+    raise PipelineError(
+        f"{role}.resources asks for cpu={res.cpu:g}, gpu={res.gpu:g} on one node, but no node of the Ray cluster has "
+        f"that{waited}; its nodes have: {largest}. The trial could never start. Lower {role}.resources in the spec, "
+        f"or run on a cluster with such a node (--address; on a cluster whose workers are still starting, give them "
+        f"longer with --node-wait SECONDS)"
+    )
 
 
 def _interrupted_or_failed(stage: str, grid, expected: int, resume_cmd: str) -> None:
@@ -483,6 +551,12 @@ def _tune_stage(name: str, exp: Experiment, trainable, make_tuner: Callable):
     Tuner exists, before `fit`; a directory without that record holds no trial and is started afresh.
     """
     path = exp.tune_location(name)
+    if exp.remote is not None:
+        tune_storages()[name] = (exp.remote.fs, exp.remote.path)
+    else:
+        import pyarrow.fs as pafs
+
+        tune_storages()[name] = (pafs.LocalFileSystem(), exp.tune_location())
     started = exp.read_state().get("started", {}).get(name)
     if started and tune.Tuner.can_restore(path):
         try:
@@ -538,7 +612,7 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
         return tune.Tuner(
             trainable,
             param_space=_tune_domains(ts.space),
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=ts.num_samples, search_alg=searcher,
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=ts.num_samples, search_alg=searcher, scheduler=InPlaceFIFO(),
                                         max_concurrent_trials=spec.search.max_concurrent, trial_dirname_creator=_trial_dirname),
             run_config=_run_config(exp, "teacher", spec.search.max_failures,
                                    StageCallback("teacher", param_names, metric, mode, ts.num_samples, spec.teacher.epochs)),
@@ -658,7 +732,6 @@ def make_sampler(name: str, seed: int):
 
 def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np.ndarray], resume_cmd: str):
     import optuna
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -678,12 +751,12 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
         if s.space:
             searcher = ConcurrencyLimiter(OptunaSearch(sampler=make_sampler(s.sampler, spec.seed)), max_concurrent=s.max_concurrent)
         if s.scheduler.name == "asha":
-            scheduler = ASHAScheduler(
+            scheduler = InPlaceASHA(
                 time_attr="training_iteration", max_t=spec.student.epochs,
                 grace_period=min(s.scheduler.grace_period, spec.student.epochs), reduction_factor=s.scheduler.reduction_factor,
             )
         else:
-            scheduler = FIFOScheduler()
+            scheduler = InPlaceFIFO()
         return tune.Tuner(
             trainable,
             param_space=_tune_domains(s.space),
@@ -791,7 +864,7 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
         return tune.Tuner(
             trainable,
             param_space={"method": tune.grid_search(list(METHODS)), "seed": tune.grid_search(seeds)},
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, max_concurrent_trials=spec.search.max_concurrent,
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, max_concurrent_trials=spec.search.max_concurrent, scheduler=InPlaceFIFO(),
                                         reuse_actors=True, trial_dirname_creator=_trial_dirname),
             run_config=_run_config(exp, "final", spec.search.max_failures,
                                    StageCallback("methods", ["method", "seed"], metric, mode, total, spec.student.epochs)),
@@ -857,8 +930,11 @@ class RunSummary:
 
 
 def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printer: Callable[[str], None] = print,
-        resume_cmd: str = "skd-tune run SPEC") -> RunSummary:
-    """Run (or resume) every stage of the experiment the spec describes."""
+        resume_cmd: str = "skd-tune run SPEC", node_wait_s: float | None = None) -> RunSummary:
+    """Run (or resume) every stage of the experiment the spec describes.
+
+    `node_wait_s`: on a joined cluster, how long to wait for a node that can hold a trial (default 300 s;
+    local Ray has all its nodes at once, so it does not wait)."""
     t0 = time.perf_counter()
     data = load_dataset(spec.data, spec.seed)
     _preflight_models(spec, data)
@@ -884,9 +960,10 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     stopped = stop_orphans(exp.root)
     if stopped:
         printer(f"stopped {stopped} local Ray process(es) left behind by an earlier driver of this experiment that was killed")
-    if init_ray(address, verbose):
+    local = init_ray(address, verbose)
+    if local:
         record_local_ray(exp.root)
-    _check_resources(spec)
+    _check_resources(spec, 0.0 if local else (300.0 if node_wait_s is None else node_wait_s), printer)
 
     teacher = exp.stage_done("teacher") or run_teacher(spec, exp, data, resume_cmd)
     printer(f"[teacher] done: {spec.search.metric} {teacher['metrics'].get(spec.search.metric, float('nan')):.4f}")

@@ -325,6 +325,20 @@ def test_search_runs_trials_on_both_nodes(cluster_env, tmp_path):
     assert (tmp_path / "artefacts" / "model.pt").is_file()
 
 
+def test_trial_that_fits_no_single_node_is_refused_after_the_wait(cluster_env, tmp_path):
+    """2 CPUs in all, 1 per node: a student asking for 2 CPUs could never be placed. After --node-wait
+    (workers may still be joining) the run stops with exit 2 and one paragraph naming the field."""
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    spec["student"]["resources"] = {"cpu": 2}
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    r = run_cli("run", str(path), "--address", cluster_env.address, "--node-wait", "2", cwd=tmp_path, timeout=180)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "waiting up to 2 s for a Ray node that can hold a trial (student: cpu=2, gpu=0)" in r.stdout
+    assert "error: student.resources asks for cpu=2, gpu=0 on one node, but no node of the Ray cluster has that" in r.stderr
+    assert "its nodes have: cpu=1, gpu=0" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_explicit_address_needs_token_mode(cluster):
     """`ray.init(address="HOST:PORT")`, which `skd-tune run --address HOST:PORT` calls, does not switch
     token auth on by itself (only `auto` does): without RAY_AUTH_MODE=token the head refuses the driver
