@@ -73,10 +73,10 @@ def test_shipped_invented_spec_is_the_documented_one():
 
 def test_known_subclasses_split_into_several_outputs(tmp_path):
     """`outputs_per_subclass: 2`: each digit gets two teacher outputs (trained on the digit labels plus
-    the auxiliary loss); the students distil all 20 of them."""
+    the auxiliary loss); the students distil all 20 of them. (Optuna's random sampler, here.)"""
     spec = deep_update(TINY_SPEC, {"name": "split", "data": {"outputs_per_subclass": 2},
                                    "teacher": {"epochs": 2}, "student": {"epochs": 2},
-                                   "search": {"num_samples": 2, "scheduler": {"name": "fifo"}}})
+                                   "search": {"num_samples": 2, "sampler": "random", "scheduler": {"name": "fifo"}}})
     spec_path = tmp_path / "split.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     proc = run_cli("run", str(spec_path), cwd=tmp_path)

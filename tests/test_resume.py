@@ -26,7 +26,7 @@ KILL_SPEC = deep_update(TINY_SPEC, {
     "name": "k",
     "teacher": {"epochs": 6, "batch_size": 32},
     "student": {"epochs": 8, "batch_size": 32},
-    "search": {"num_samples": 6, "scheduler": {"name": "fifo"},
+    "search": {"num_samples": 6, "scheduler": {"name": "fifo"}, "checkpoint_interval_s": 0,  # a checkpoint every epoch
                "space": {"temperature": {"loguniform": [1.0, 10.0]}, "w_skd": {"uniform": [0.0, 1.0]}}},
 })
 PARAMS = ["temperature", "w_skd"]
@@ -78,7 +78,7 @@ def _terminated(trials) -> int:
 
 
 def test_killed_at_every_stage_then_resumed_loses_nothing(tmp_path):
-    """One experiment, killed again and again at successive points, then run to the end.
+    """One experiment, killed again and again at successive points, then moved and run to the end.
 
     Kill points: SIGINT and SIGKILL while the teacher trains, SIGKILL right as the teacher is done (the
     teacher-logits stage), then SIGINT, SIGTERM and SIGKILL during the student search.
@@ -106,9 +106,21 @@ def test_killed_at_every_stage_then_resumed_loses_nothing(tmp_path):
             assert "Resume with: skd-tune run" in text and "Traceback" not in text
         snapshots.append((sig, _reported(exp), _reported(exp, "teacher_")))
 
-    again = run_cli("run", str(spec_path), cwd=tmp_path)
+    # The last resume happens elsewhere: the experiment directory moved (another disk or host), resumed
+    # by its directory. The trials the search creates after this restore must write to the new place
+    # (Ray restores its search algorithm with the old storage path: pipeline.keep_in_place).
+    moved = tmp_path / "elsewhere" / "k-moved"
+    moved.parent.mkdir()
+    shutil.move(exp, moved)
+    status = run_cli("status", str(moved), cwd=tmp_path)
+    assert status.returncode == 0 and "not finished; resume with: skd-tune run" in status.stdout
+    again = run_cli("run", str(moved), cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "(resuming)" in again.stdout
+    assert not exp.exists()  # nothing written back to the old place
+    status = run_cli("status", str(moved), cwd=tmp_path)
+    assert "6/6 terminated" in status.stdout and "export done" in status.stdout
+    exp = moved
 
     trials = pd.read_parquet(exp / "results" / "trials.parquet")
     epochs = pd.read_parquet(exp / "results" / "epochs.parquet")
@@ -139,30 +151,6 @@ def test_killed_at_every_stage_then_resumed_loses_nothing(tmp_path):
             t_first = before_teacher.loc[before_teacher["epoch"] == 1, "timestamp"].tolist()
             assert teacher.loc[teacher["epoch"] == 1, "timestamp"].tolist() == t_first, sig
     assert (exp / "export" / "model.pt").exists()
-
-
-def test_moved_experiment_resumes_from_its_new_place(tmp_path):
-    """Interrupt, move the experiment directory elsewhere, resume it there by its directory."""
-    spec_path = tmp_path / "k.yaml"
-    spec_path.write_text(yaml.safe_dump(KILL_SPEC))
-    proc, log = _start(tmp_path, spec_path)
-    _wait_for(log, _students_done_at_least(2), proc)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
-    moved = tmp_path / "elsewhere" / "k-moved"
-    moved.parent.mkdir()
-    shutil.move(tmp_path / "runs" / "k", moved)
-
-    status = run_cli("status", str(moved), cwd=tmp_path)
-    assert status.returncode == 0 and "not finished; resume with: skd-tune run" in status.stdout
-
-    again = run_cli("run", str(moved), cwd=tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
-    trials = pd.read_parquet(moved / "results" / "trials.parquet")
-    assert len(trials) == 6 and (trials["status"] == "TERMINATED").all()
-    assert not (tmp_path / "runs" / "k").exists()  # nothing written back to the old place
-    status = run_cli("status", str(moved), cwd=tmp_path)
-    assert "6/6 terminated" in status.stdout and "export done" in status.stdout
 
 
 def _journal_epochs(exp) -> pd.DataFrame:

@@ -95,15 +95,39 @@ def test_unreadable_storage_is_a_clear_error(s3, write_spec, tmp_path):
 
 
 @pytest.mark.slow
-def test_search_on_s3_then_report_resume_and_export_from_another_head(s3, tmp_path):
+def test_search_on_s3_interrupted_resumed_then_read_from_another_head(s3, tmp_path):
+    """A search whose storage is S3: SIGINT during the student search, the local mirror deleted (the head
+    node is gone), the same command again on a "fresh head" finishes from what is on S3, every sample
+    exactly once. Then, from yet another head with no mirror: report, status, resume (nothing retrained)
+    and export read everything from the bucket."""
     spec = deep_update(TINY_SPEC, {"name": "s3run", "storage": f"s3://{BUCKET}/runs",
+                                   "student": {"epochs": 4, "batch_size": 32},
                                    "search": {"num_samples": 3, "scheduler": {"name": "fifo"}}, "methods": {"seeds": 1}})
     spec_path = tmp_path / "s3run.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
-    proc = run_cli("run", str(spec_path), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"experiment s3://{BUCKET}/runs/s3run (local mirror" in proc.stdout
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "first.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "skd_tune", "run", str(spec_path)], cwd=tmp_path, env=env,
+                                stdout=f, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not re.search(r"\[student\] trials [12]/3 done", log.read_text()):  # two may finish at once
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()
+    assert f"experiment s3://{BUCKET}/runs/s3run (local mirror" in log.read_text()
+    shutil.rmtree(os.environ["SKD_TUNE_CACHE"])
+
+    again = run_cli("run", str(spec_path), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(resuming)" in again.stdout
     assert not (tmp_path / "runs").exists()  # nothing written to a local `runs/`
+    trials = pd.read_parquet(f"s3://{BUCKET}/runs/s3run/results/trials.parquet")
+    assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "TERMINATED").all()
+    epochs = pd.read_parquet(f"s3://{BUCKET}/runs/s3run/results/epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert all(sorted(g) == list(range(1, 5)) for g in epochs.groupby("trial_id")["epoch"].apply(list))
     keys = _keys(s3, "runs/s3run/")
     for key in ("spec.yaml", "state.json", "teacher_logits/train.npy", "results/trials.parquet", "results/epochs.parquet",
                 "results/journal.jsonl", "results/methods.parquet", "results/data.json", "export/model.pt", "export/meta.json"):
@@ -121,43 +145,10 @@ def test_search_on_s3_then_report_resume_and_export_from_another_head(s3, tmp_pa
     status = run_cli("status", uri, cwd=tmp_path)
     assert status.returncode == 0 and "3/3 terminated" in status.stdout and "methods done" in status.stdout
     shutil.rmtree(os.environ["SKD_TUNE_CACHE"])
-    again = run_cli("run", uri, cwd=tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "(resuming)" in again.stdout and "[student] trials" not in again.stdout  # nothing retrained
-    trials = pd.read_parquet(f"s3://{BUCKET}/runs/s3run/results/trials.parquet")
-    assert len(trials) == 3 and (trials["status"] == "TERMINATED").all()
+    done = run_cli("run", uri, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(resuming)" in done.stdout and "[student] trials" not in done.stdout  # nothing retrained
     out = tmp_path / "best"
     export = run_cli("export", uri, "--out", str(out), "--formats", "state_dict", cwd=tmp_path)
     assert export.returncode == 0, export.stderr
     assert (out / "model.pt").exists()
-
-
-@pytest.mark.slow
-def test_interrupted_search_on_s3_resumes_on_a_fresh_head(s3, tmp_path):
-    """SIGINT during the student search, the local mirror deleted (the head node is gone), then the same
-    command again: the search finishes from what is on S3, every sample exactly once."""
-    spec = deep_update(TINY_SPEC, {"name": "s3int", "storage": f"s3://{BUCKET}/runs",
-                                   "student": {"epochs": 4, "batch_size": 32},
-                                   "search": {"num_samples": 3, "scheduler": {"name": "fifo"}}})
-    spec_path = tmp_path / "s3int.yaml"
-    spec_path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "first.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "skd_tune", "run", str(spec_path)], cwd=tmp_path, env=env,
-                                stdout=f, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while not re.search(r"\[student\] trials [12]/3 done", log.read_text()):  # two may finish at once
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130, log.read_text()
-    shutil.rmtree(os.environ["SKD_TUNE_CACHE"])
-
-    again = run_cli("run", str(spec_path), cwd=tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
-    trials = pd.read_parquet(f"s3://{BUCKET}/runs/s3int/results/trials.parquet")
-    assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "TERMINATED").all()
-    epochs = pd.read_parquet(f"s3://{BUCKET}/runs/s3int/results/epochs.parquet")
-    assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert all(sorted(g) == list(range(1, 5)) for g in epochs.groupby("trial_id")["epoch"].apply(list))
