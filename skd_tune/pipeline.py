@@ -309,8 +309,10 @@ class StageCallback(tune.Callback):
 
     # -- progress --------------------------------------------------------------------------------
     def on_step_end(self, iteration, trials, **info):
+        # Runs between every two results of the trials, which wait for the driver: keep it cheap. The
+        # best trial (a pass over the tables) is looked up at most once a second.
         now = time.monotonic()
-        if not self._changed or now - self._last_print < 0.5:
+        if not self._changed or now - self._last_print < 1.0:
             return
         counts: dict[str, int] = {}
         for t in trials:
@@ -324,10 +326,10 @@ class StageCallback(tune.Callback):
             params = ", ".join(f"{p}={_fmt(best.get(p))}" for p in self.param_names)
             line += f" | best {self.metric} {best[f'best_{self.metric}']:.4f} ({best['trial_id']}{': ' + params if params else ''})"
         self._changed = False
+        self._last_print = now
         if line != self._last_line:
             print(line, flush=True)
             self._last_line = line
-            self._last_print = now
 
     def on_experiment_end(self, trials, **info):
         self._last_print = 0.0

@@ -147,11 +147,17 @@ class ResultsTables:
         return df.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
     def trials_frame(self) -> pd.DataFrame:
+        """One row per trial: parameters, status, epochs, best and last val metrics, checkpoint, error.
+
+        Built from the epochs in one pass (grouped once, not filtered per trial): the driver calls this on
+        every flush and progress line, so its cost is paid between a trial's reports."""
         epochs = self.epochs_frame()
+        by_trial = dict(tuple(epochs.groupby("trial_id", sort=False))) if not epochs.empty else {}
+        empty = epochs.iloc[0:0]
         rows = []
         for trial_id, info in self._trials.items():
             row = {"trial_id": trial_id, **{p: info.get(p) for p in self.param_names}, "status": info["status"]}
-            mine = epochs[epochs["trial_id"] == trial_id] if not epochs.empty else epochs
+            mine = by_trial.get(trial_id, empty)
             row["epochs"] = int(len(mine))
             if len(mine) and self.metric in mine:
                 values = mine[self.metric].astype(float)
