@@ -644,10 +644,21 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
     return info
 
 
-def run_teacher_logits(spec: Spec, exp: Experiment, data: Dataset, teacher_info: dict) -> dict[str, np.ndarray]:
-    from .trainables import remote_teacher_logits
+def run_teacher_logits(spec: Spec, exp: Experiment, data: Dataset, teacher_info: dict, in_driver: bool = False) -> dict[str, np.ndarray]:
+    """The frozen teacher's logits of every split, computed once and cached in teacher_logits/.
 
-    logits = remote_teacher_logits(spec, data, join(exp.tune_location(), teacher_info["checkpoint"]))
+    As a Ray task with the teacher's resources (on a GPU node where the teacher asks for one), or, with
+    `in_driver` (local Ray and a CPU-only teacher), in this process: the same computation without
+    starting a worker process that imports torch, ~5 s of a small search."""
+    from .trainables import remote_teacher_logits, teacher_logits_task
+
+    checkpoint = join(exp.tune_location(), teacher_info["checkpoint"])
+    if in_driver:
+        import torch
+
+        logits = teacher_logits_task(spec, data, checkpoint, device=torch.device("cpu"))
+    else:
+        logits = remote_teacher_logits(spec, data, checkpoint)
     exp.logits_dir.mkdir(parents=True, exist_ok=True)
     for name, arr in logits.items():
         tmp = exp.logits_dir / f".{name}.npy.tmp"
@@ -972,7 +983,7 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     if exp.stage_done("teacher_logits"):
         logits = load_teacher_logits(exp)
     else:
-        logits = run_teacher_logits(spec, exp, data, teacher)
+        logits = run_teacher_logits(spec, exp, data, teacher, in_driver=local and spec.teacher.resources.gpu == 0)
     teacher_test = exp.stage_done("teacher_logits")["test_metrics"]
     printer(f"[teacher] logits cached in {exp.logits_dir} (clean inputs); teacher test f1 {teacher_test['f1']:.4f}")
     diag = exp.stage_done("teacher_logits").get("subclasses")

@@ -196,13 +196,14 @@ def _train_student(student, spec: Spec, data: Dataset, teacher_logits: np.ndarra
          student.batch_size, seed, spec.search.metric, spec.search.mode, policy, curriculum, student.augment, test_split)
 
 
-def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str) -> dict[str, np.ndarray]:
+def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str, device=None) -> dict[str, np.ndarray]:
     """Subclass logits of the frozen teacher for every train, val and test sample (computed once).
 
-    Run as a Ray task with the teacher's resources, so the forward passes use the GPU where there is one.
+    Run as a Ray task with the teacher's resources, so the forward passes use the GPU where there is one
+    (`device` None: the task's device); or in the driver for a CPU-only teacher, with `device` = CPU.
     """
     set_threads(spec.teacher.resources.cpu)
-    device = pick_device()
+    device = pick_device() if device is None else device
     model = _model(spec.teacher.model, data, False)
     with tune.Checkpoint(checkpoint_dir).as_directory() as local:  # a local path, or a URI on shared storage
         model.load_state_dict(best_weights(load_state(local)))
