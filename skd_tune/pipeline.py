@@ -973,17 +973,31 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     stopped = stop_orphans(exp.root)
     if stopped:
         printer(f"stopped {stopped} local Ray process(es) left behind by an earlier driver of this experiment that was killed")
-    local = init_ray(address, verbose)
-    if local:
-        record_local_ray(exp.root)
-    _check_resources(spec, 0.0 if local else (300.0 if node_wait_s is None else node_wait_s), printer)
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    ray_up = False
 
-    teacher = exp.stage_done("teacher") or run_teacher(spec, exp, data, resume_cmd)
+    def need_ray() -> None:
+        """Start (or join) Ray the first time a stage needs it: a finished experiment runs again without."""
+        nonlocal ray_up
+        if ray_up:
+            return
+        if init_ray(address, verbose):
+            record_local_ray(exp.root)
+        _check_resources(spec, 0.0 if local else (300.0 if node_wait_s is None else node_wait_s), printer)
+        ray_up = True
+
+    teacher = exp.stage_done("teacher")
+    if not teacher:
+        need_ray()
+        teacher = run_teacher(spec, exp, data, resume_cmd)
     printer(f"[teacher] done: {spec.search.metric} {teacher['metrics'].get(spec.search.metric, float('nan')):.4f}")
     if exp.stage_done("teacher_logits"):
         logits = load_teacher_logits(exp)
     else:
-        logits = run_teacher_logits(spec, exp, data, teacher, in_driver=local and spec.teacher.resources.gpu == 0)
+        in_driver = local and spec.teacher.resources.gpu == 0
+        if not in_driver:
+            need_ray()
+        logits = run_teacher_logits(spec, exp, data, teacher, in_driver=in_driver)
     teacher_test = exp.stage_done("teacher_logits")["test_metrics"]
     printer(f"[teacher] logits cached in {exp.logits_dir} (clean inputs); teacher test f1 {teacher_test['f1']:.4f}")
     diag = exp.stage_done("teacher_logits").get("subclasses")
@@ -996,6 +1010,7 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     if exp.stage_done("student"):
         tables = exp.tables(list(spec.search.space), spec.search.metric, spec.search.mode)
     else:
+        need_ray()
         tables = run_student_search(spec, exp, data, logits, resume_cmd)
     best = run_export(spec, exp, data, tables)
     printer(
@@ -1012,6 +1027,7 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
             table = pd.read_parquet(exp.results_dir / "methods_summary.parquet")
         else:
             printer(f"[methods] retraining the best configuration as no-KD, KD and SKD with {spec.methods.seeds} seed(s) each")
+            need_ray()
             table = run_methods(spec, exp, data, logits, tables, resume_cmd)
         printer(f"[methods] test metrics, mean ± std over seeds:\n{format_method_table(table)}")
     return RunSummary(exp.root, resumed, bits, {"val": teacher["metrics"], "test": teacher_test}, best, table,

@@ -152,6 +152,9 @@ def test_rerun_resumes_without_new_trials(tiny_run):
     assert len(list((exp / "student").glob("student_trainable_*"))) == 4
     pd.testing.assert_frame_equal(pd.read_parquet(exp / "results" / "methods.parquet"), methods_before)
     assert "[methods] test metrics" in proc.stdout
+    # Every stage was done: the rerun started no Ray (a driver records the local Ray it starts in
+    # .driver.json; the first driver's record, its processes gone, was cleared and none was written).
+    assert not (exp / ".driver.json").exists()
 
 
 def test_changed_spec_is_refused(tiny_run, tmp_path):
