@@ -241,6 +241,7 @@ class StageCallback(tune.Callback):
         self.total, self.max_epochs = total, max_epochs
         self.tables: ResultsTables | None = None
         self._last_line = ""
+        self._best_part = ""
         self._last_print = 0.0
         self._changed = True
 
@@ -309,11 +310,12 @@ class StageCallback(tune.Callback):
 
     # -- progress --------------------------------------------------------------------------------
     def on_step_end(self, iteration, trials, **info):
-        # Runs between every two results of the trials, which wait for the driver: keep it cheap. The
-        # best trial (a pass over the tables) is looked up at most once a second.
-        now = time.monotonic()
-        if not self._changed or now - self._last_print < 1.0:
+        # Runs between every two results of the trials, which wait for the driver: keep it cheap. A line
+        # is printed whenever the counts change; the best trial (a pass over the tables) is looked up at
+        # most once a second.
+        if not self._changed:
             return
+        self._changed = False
         counts: dict[str, int] = {}
         for t in trials:
             counts[t.status] = counts.get(t.status, 0) + 1
@@ -321,12 +323,15 @@ class StageCallback(tune.Callback):
             f"[{self.stage}] trials {counts.get('TERMINATED', 0)}/{self.total} done, {counts.get('RUNNING', 0)} running, "
             f"{max(self.total - len(trials), 0) + counts.get('PENDING', 0)} pending, {counts.get('ERROR', 0)} errored"
         )
-        best = self.tables.best_trial() if self.tables is not None else None
-        if best is not None:
-            params = ", ".join(f"{p}={_fmt(best.get(p))}" for p in self.param_names)
-            line += f" | best {self.metric} {best[f'best_{self.metric}']:.4f} ({best['trial_id']}{': ' + params if params else ''})"
-        self._changed = False
-        self._last_print = now
+        now = time.monotonic()
+        if now - self._last_print >= 1.0 and self.tables is not None:
+            self._last_print = now
+            best = self.tables.best_trial()
+            if best is not None:
+                params = ", ".join(f"{p}={_fmt(best.get(p))}" for p in self.param_names)
+                self._best_part = (f" | best {self.metric} {best[f'best_{self.metric}']:.4f} "
+                                   f"({best['trial_id']}{': ' + params if params else ''})")
+        line += self._best_part
         if line != self._last_line:
             print(line, flush=True)
             self._last_line = line
@@ -361,20 +366,20 @@ def keep_in_place(trial) -> None:
     trial.set_storage(moved)
 
 
-class InPlaceFIFO(FIFOScheduler):
-    """Ray's FIFO scheduler, with `keep_in_place` for every trial added (before it starts)."""
+class _KeepInPlace:
+    """Scheduler mixin: `keep_in_place` for every trial added (before it starts)."""
 
     def on_trial_add(self, tune_controller, trial):
         keep_in_place(trial)
         super().on_trial_add(tune_controller, trial)
 
 
-class InPlaceASHA(ASHAScheduler):
-    """Ray's ASHA scheduler, with `keep_in_place` for every trial added (before it starts)."""
+class InPlaceFIFO(_KeepInPlace, FIFOScheduler):
+    """Ray's FIFO scheduler with `keep_in_place`."""
 
-    def on_trial_add(self, tune_controller, trial):
-        keep_in_place(trial)
-        super().on_trial_add(tune_controller, trial)
+
+class InPlaceASHA(_KeepInPlace, ASHAScheduler):
+    """Ray's ASHA scheduler with `keep_in_place`."""
 
 
 @functools.lru_cache(maxsize=1)
