@@ -17,8 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "out"
@@ -88,8 +89,14 @@ def write_spec(directory: Path, name: str, spec: dict[str, Any]) -> Path:
     return path
 
 
-def timed_run(spec_path: Path, address: str | None = None, env: dict[str, str] | None = None,
-              timeout_s: float = 600, on_start=None, quiet: bool = True) -> dict[str, Any]:
+def timed_run(
+    spec_path: Path,
+    address: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 600,
+    on_start=None,
+    quiet: bool = True,
+) -> dict[str, Any]:
     """Run `skd-tune run SPEC` (in a child process) and return its stage timings:
 
     {"rc", "wall_s" (the whole command, process start to exit), "stages": {name: [t_start, t_end]}
@@ -98,7 +105,9 @@ def timed_run(spec_path: Path, address: str | None = None, env: dict[str, str] |
     timings = spec_path.with_suffix(".timings.json")
     cmd = [PYTHON, __file__, str(spec_path), str(timings)] + (["--address", address] if address else [])
     full_env = {**os.environ, **(env or {})}
-    full_env.setdefault("RAY_TMPDIR", str(spec_path.parent / "ray"))  # our own Ray session dirs, removed with the temp dir
+    full_env.setdefault(
+        "RAY_TMPDIR", str(spec_path.parent / "ray")
+    )  # our own Ray session dirs, removed with the temp dir
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if on_start is not None:
@@ -108,7 +117,7 @@ def timed_run(spec_path: Path, address: str | None = None, env: dict[str, str] |
     except subprocess.TimeoutExpired:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
-        raise RuntimeError(f"{spec_path.name}: skd-tune run exceeded {timeout_s:.0f} s:\n{out[-3000:]}")
+        raise RuntimeError(f"{spec_path.name}: skd-tune run exceeded {timeout_s:.0f} s:\n{out[-3000:]}") from None
     wall = time.perf_counter() - t0
     if not quiet:
         print(out)
@@ -136,8 +145,9 @@ def read_results(spec_path: Path, name: str | None = None):
 # The same training as a student trial, in a plain torch loop (no Ray)
 
 
-def plain_student(spec, data, teacher_logits, params: dict[str, Any], seed: int | None = None,
-                  device=None, epochs: int | None = None) -> list[float]:
+def plain_student(
+    spec, data, teacher_logits, params: dict[str, Any], seed: int | None = None, device=None, epochs: int | None = None
+) -> list[float]:
     """Train one student as `trainables._train_student` does (same splits on the device, model, loss,
     optimiser, `train.fit` epochs with validation), keeping the best epoch's weights in memory but
     writing no checkpoint and reporting to nobody. Returns each epoch's `epoch_time_s`."""
@@ -148,8 +158,16 @@ def plain_student(spec, data, teacher_logits, params: dict[str, Any], seed: int 
 
     from skd_tune.losses import DistillationLoss
     from skd_tune.models import build_model
-    from skd_tune.train import (DeviceSplit, fit, make_optimizer, membership_for, pick_device, set_threads,
-                                student_loss, to_device)
+    from skd_tune.train import (
+        DeviceSplit,
+        fit,
+        make_optimizer,
+        membership_for,
+        pick_device,
+        set_threads,
+        student_loss,
+        to_device,
+    )
 
     student = spec.student_for(params)
     if epochs is not None:
@@ -161,7 +179,9 @@ def plain_student(spec, data, teacher_logits, params: dict[str, Any], seed: int 
 
     def split(name):
         s = data.split(name)
-        return DeviceSplit.from_numpy(s.x, data.targets(name), data.group_to_class, data.scale, device, data.outputs_per_group)
+        return DeviceSplit.from_numpy(
+            s.x, data.targets(name), data.group_to_class, data.scale, device, data.outputs_per_group
+        )
 
     train, val = split("train"), split("val")
     t_logits = None
@@ -175,8 +195,18 @@ def plain_student(spec, data, teacher_logits, params: dict[str, Any], seed: int 
     best, times = -math.inf, []
     metric = spec.search.metric
     sign = 1 if spec.search.mode == "max" else -1
-    for m in fit(model, optimizer, student_loss(train, t_logits, objective), train, val, membership,
-                 data.positive_class, student.epochs, student.batch_size, seed):
+    for m in fit(
+        model,
+        optimizer,
+        student_loss(train, t_logits, objective),
+        train,
+        val,
+        membership,
+        data.positive_class,
+        student.epochs,
+        student.batch_size,
+        seed,
+    ):
         times.append(m["epoch_time_s"])
         if sign * m.get(metric, -math.inf) > best:
             best = sign * m[metric]
@@ -194,7 +224,7 @@ def proc_stat(pid: int) -> tuple[int, str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), fields[0]
 
 
@@ -268,7 +298,7 @@ class CpuSampler:
                     text = Path(f"/proc/{pid}/stat").read_text()
                 except OSError:
                     continue
-                f = text[text.rindex(")") + 2:].split()
+                f = text[text.rindex(")") + 2 :].split()
                 self.series.setdefault(pid, []).append((now, (int(f[11]) + int(f[12])) / self.tick))
                 if pid == self.root:
                     self.kind[pid] = "driver"

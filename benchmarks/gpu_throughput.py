@@ -35,7 +35,9 @@ import _common as C
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n", type=int, default=800, help="synthetic MHIST images (default: 800)")
     p.add_argument("--size", type=int, default=224, help="image side in pixels (default: 224)")
     p.add_argument("--model", default="resnet18", help="student model (default: resnet18)")
@@ -52,8 +54,14 @@ def main() -> int:
     dry = args.dry_run_cpu
     if not torch.cuda.is_available() and not dry:
         print("no GPU: skipped")
-        C.write_json(__file__, {"question": "student images/s in a trial vs a bare loop; packed fractional-GPU trials",
-                                "skipped": "no GPU", "context": C.context()})
+        C.write_json(
+            __file__,
+            {
+                "question": "student images/s in a trial vs a bare loop; packed fractional-GPU trials",
+                "skipped": "no GPU",
+                "context": C.context(),
+            },
+        )
         return 0
     if dry:
         args.n, args.size, args.epochs, args.samples, args.cpu = min(args.n, 120), 32, 2, 2, 0.5
@@ -73,11 +81,25 @@ def main() -> int:
         spec = {
             "seed": 0,
             "data": {"source": "mhist", "root": str(tmp / "mhist"), "image_size": args.size},
-            "teacher": {"model": "mlp_tiny", "epochs": 1, "resources": {"cpu": args.cpu if not dry else 1, "gpu": gpu_one}},
-            "student": {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3,
-                        "w_kd": 0.5, "resources": {"cpu": args.cpu if not dry else 1, "gpu": gpu_one}},
-            "search": {"num_samples": args.samples, "max_concurrent": 1, "scheduler": {"name": "fifo"},
-                       "space": {"temperature": {"loguniform": [1.0, 20.0]}, "w_skd": {"uniform": [0.0, 1.0]}}},
+            "teacher": {
+                "model": "mlp_tiny",
+                "epochs": 1,
+                "resources": {"cpu": args.cpu if not dry else 1, "gpu": gpu_one},
+            },
+            "student": {
+                "model": args.model,
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "lr": 1e-3,
+                "w_kd": 0.5,
+                "resources": {"cpu": args.cpu if not dry else 1, "gpu": gpu_one},
+            },
+            "search": {
+                "num_samples": args.samples,
+                "max_concurrent": 1,
+                "scheduler": {"name": "fifo"},
+                "space": {"temperature": {"loguniform": [1.0, 20.0]}, "w_skd": {"uniform": [0.0, 1.0]}},
+            },
             "methods": {"seeds": 0},
         }
         # bare loop, same data and model
@@ -93,17 +115,24 @@ def main() -> int:
         del data
 
         runs = {}
-        for label, gpu, cpu, conc in (("one_per_gpu", gpu_one, spec["student"]["resources"]["cpu"], 1),
-                                      ("packed", gpu_packed, cpu_packed, 4)):
-            spec_l = {**spec, "student": {**spec["student"], "resources": {"cpu": cpu, "gpu": gpu}},
-                      "search": {**spec["search"], "max_concurrent": conc}}
+        for label, gpu, cpu, conc in (
+            ("one_per_gpu", gpu_one, spec["student"]["resources"]["cpu"], 1),
+            ("packed", gpu_packed, cpu_packed, 4),
+        ):
+            spec_l = {
+                **spec,
+                "student": {**spec["student"], "resources": {"cpu": cpu, "gpu": gpu}},
+                "search": {**spec["search"], "max_concurrent": conc},
+            }
             path = C.write_spec(tmp, f"gpu-{label}", spec_l)
             run = C.timed_run(path)
             trials, epochs = C.read_results(path)
             later = epochs[epochs["epoch"] > 1] if (epochs["epoch"] > 1).any() else epochs
             stage = C.stage_seconds(run)
             runs[label] = {
-                "gpu_per_trial": gpu, "concurrent": conc, "trials": int((trials["status"] == "TERMINATED").sum()),
+                "gpu_per_trial": gpu,
+                "concurrent": conc,
+                "trials": int((trials["status"] == "TERMINATED").sum()),
                 "per_trial_images_per_s": n_train / float(later["epoch_time_s"].median()),
                 "aggregate_images_per_s": n_train * args.epochs * args.samples / stage,
                 "student_stage_s": stage,
@@ -112,22 +141,46 @@ def main() -> int:
     finally:
         C.cleanup(tmp, args.keep)
 
-    rows = [{"setting": "bare loop (no Ray)", "images_per_s": results["bare"]["images_per_s"], "aggregate_images_per_s": None},
-            {"setting": "trial, 1 GPU each", "images_per_s": runs["one_per_gpu"]["per_trial_images_per_s"],
-             "aggregate_images_per_s": runs["one_per_gpu"]["aggregate_images_per_s"]},
-            {"setting": "trials, 0.25 GPU each, 4 at once", "images_per_s": runs["packed"]["per_trial_images_per_s"],
-             "aggregate_images_per_s": runs["packed"]["aggregate_images_per_s"]}]
-    print(f"{args.model}, {args.size} px, batch {args.batch_size}, {n_train} training images; load average {C.loadavg()}"
-          + ("  [DRY RUN ON CPU: figures mean nothing]" if dry else ""))
+    rows = [
+        {
+            "setting": "bare loop (no Ray)",
+            "images_per_s": results["bare"]["images_per_s"],
+            "aggregate_images_per_s": None,
+        },
+        {
+            "setting": "trial, 1 GPU each",
+            "images_per_s": runs["one_per_gpu"]["per_trial_images_per_s"],
+            "aggregate_images_per_s": runs["one_per_gpu"]["aggregate_images_per_s"],
+        },
+        {
+            "setting": "trials, 0.25 GPU each, 4 at once",
+            "images_per_s": runs["packed"]["per_trial_images_per_s"],
+            "aggregate_images_per_s": runs["packed"]["aggregate_images_per_s"],
+        },
+    ]
+    print(
+        f"{args.model}, {args.size} px, batch {args.batch_size}, {n_train} training images; load average {C.loadavg()}"
+        + ("  [DRY RUN ON CPU: figures mean nothing]" if dry else "")
+    )
     C.print_table(rows)
     summary = {
         "trial_over_bare": runs["one_per_gpu"]["per_trial_images_per_s"] / results["bare"]["images_per_s"],
-        "packed_over_one_per_gpu_aggregate": runs["packed"]["aggregate_images_per_s"] / runs["one_per_gpu"]["aggregate_images_per_s"],
+        "packed_over_one_per_gpu_aggregate": runs["packed"]["aggregate_images_per_s"]
+        / runs["one_per_gpu"]["aggregate_images_per_s"],
     }
     C.print_table([summary])
-    C.write_json(__file__, {"question": "student images/s in a trial vs a bare loop; packed fractional-GPU trials",
-                            "dry_run_cpu": dry, "device": torch.cuda.get_device_name(0) if not dry else "cpu",
-                            "context": C.context(), "args": vars(args), "results": results, "summary": summary})
+    C.write_json(
+        __file__,
+        {
+            "question": "student images/s in a trial vs a bare loop; packed fractional-GPU trials",
+            "dry_run_cpu": dry,
+            "device": torch.cuda.get_device_name(0) if not dry else "cpu",
+            "context": C.context(),
+            "args": vars(args),
+            "results": results,
+            "summary": summary,
+        },
+    )
     return 0
 
 

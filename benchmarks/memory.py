@@ -25,9 +25,8 @@ from __future__ import annotations
 import argparse
 import threading
 
-import numpy as np
-
 import _common as C
+import numpy as np
 
 
 class MemorySampler(threading.Thread):
@@ -39,8 +38,11 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.is_set():
-            snap = {"trial": {"rss": 0.0, "pss": 0.0, "uss": 0.0, "n": 0}, "all": {"rss": 0.0, "pss": 0.0, "uss": 0.0, "n": 0},
-                    "per_trial_worker": []}
+            snap = {
+                "trial": {"rss": 0.0, "pss": 0.0, "uss": 0.0, "n": 0},
+                "all": {"rss": 0.0, "pss": 0.0, "uss": 0.0, "n": 0},
+                "per_trial_worker": [],
+            }
             for pid in C.descendants([self.root]):
                 cmd = C.cmdline(pid)
                 if not cmd.startswith("ray::"):
@@ -64,7 +66,9 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--concurrency", default="1,2,4", help="comma-separated max_concurrent values (default: 1,2,4)")
     p.add_argument("--cpu", type=float, default=0.5, help="CPUs per trial (default: 0.5, so 4 fit on 2 cores)")
     p.add_argument("--images", type=int, default=3000, help="images in the synthetic dataset (default: 3000)")
@@ -84,10 +88,17 @@ def main() -> int:
         "seed": 0,
         "data": {"source": "npz", "root": str(tmp / "data.npz")},
         "teacher": {"model": "mlp_tiny", "epochs": 1, "resources": {"cpu": 1, "gpu": 0}},
-        "student": {"model": "mlp_tiny", "epochs": args.epochs, "batch_size": 64, "w_kd": 0.5,
-                    "resources": {"cpu": args.cpu, "gpu": 0}},
-        "search": {"scheduler": {"name": "fifo"},
-                   "space": {"temperature": {"loguniform": [1.0, 20.0]}, "w_skd": {"uniform": [0.0, 1.0]}}},
+        "student": {
+            "model": "mlp_tiny",
+            "epochs": args.epochs,
+            "batch_size": 64,
+            "w_kd": 0.5,
+            "resources": {"cpu": args.cpu, "gpu": 0},
+        },
+        "search": {
+            "scheduler": {"name": "fifo"},
+            "space": {"temperature": {"loguniform": [1.0, 20.0]}, "w_skd": {"uniform": [0.0, 1.0]}},
+        },
         "methods": {"seeds": 0},
     }
     from skd_tune.data import load_dataset
@@ -101,7 +112,9 @@ def main() -> int:
     try:
         for c in levels:
             name = f"memory-c{c}"
-            spec_path = C.write_spec(tmp, name, {**spec, "search": {**spec["search"], "num_samples": 2 * c, "max_concurrent": c}})
+            spec_path = C.write_spec(
+                tmp, name, {**spec, "search": {**spec["search"], "num_samples": 2 * c, "max_concurrent": c}}
+            )
             samplers = []
 
             def on_start(proc, samplers=samplers):
@@ -121,13 +134,17 @@ def main() -> int:
             peak_n = max(s["trial"]["n"] for s in samples)
             during = [s for s in samples if s["trial"]["n"] == peak_n]
             per_worker = [w for s in during for w in s["per_trial_worker"]]
-            row = {"concurrency": c, "trial_workers": peak_n,
-                   **{f"trials_{m}_mb": max(s["trial"][m] for s in during) for m in ("rss", "pss", "uss")},
-                   **{f"all_workers_{m}_mb": max(s["all"][m] for s in samples) for m in ("rss", "pss", "uss")},
-                   "max_worker_rss_mb": max(w["rss"] for w in per_worker),
-                   "max_worker_uss_mb": max(w["uss"] for w in per_worker),
-                   "student_stage_s": C.stage_seconds(run), "samples": len(samples),
-                   "loadavg_1m": f"{load[0]}->{C.loadavg()[0]}"}
+            row = {
+                "concurrency": c,
+                "trial_workers": peak_n,
+                **{f"trials_{m}_mb": max(s["trial"][m] for s in during) for m in ("rss", "pss", "uss")},
+                **{f"all_workers_{m}_mb": max(s["all"][m] for s in samples) for m in ("rss", "pss", "uss")},
+                "max_worker_rss_mb": max(w["rss"] for w in per_worker),
+                "max_worker_uss_mb": max(w["uss"] for w in per_worker),
+                "student_stage_s": C.stage_seconds(run),
+                "samples": len(samples),
+                "loadavg_1m": f"{load[0]}->{C.loadavg()[0]}",
+            }
             rows.append(row)
             C.print_table([row])
     finally:
@@ -135,19 +152,41 @@ def main() -> int:
 
     print()
     print("Peak memory of the trial workers (sum over the processes) by concurrency:")
-    C.print_table(rows, ["concurrency", "trial_workers", "trials_rss_mb", "trials_pss_mb", "trials_uss_mb",
-                         "max_worker_rss_mb", "max_worker_uss_mb", "all_workers_pss_mb", "loadavg_1m"])
+    C.print_table(
+        rows,
+        [
+            "concurrency",
+            "trial_workers",
+            "trials_rss_mb",
+            "trials_pss_mb",
+            "trials_uss_mb",
+            "max_worker_rss_mb",
+            "max_worker_uss_mb",
+            "all_workers_pss_mb",
+            "loadavg_1m",
+        ],
+    )
     xs = [r["trial_workers"] for r in rows]
     per_trial = {m: slope(xs, [r[f"trials_{m}_mb"] for r in rows]) for m in ("rss", "pss", "uss")}
     summary = {"mb_per_extra_trial_" + m: v for m, v in per_trial.items()}
     summary.update(dataset_mb=dataset_mb, train_val_mb=train_val_mb)
     print()
     C.print_table([summary])
-    print(f"each extra concurrent trial adds {per_trial['pss']:.0f} MB PSS ({per_trial['uss']:.0f} MB private, "
-          f"{per_trial['rss']:.0f} MB RSS); the dataset's arrays are {dataset_mb:.1f} MB "
-          f"({train_val_mb:.1f} MB of train + val, which each trial copies into its own tensors)")
-    C.write_json(__file__, {"question": "resident memory per extra concurrent trial", "context": C.context(),
-                            "args": vars(args), "rows": rows, "summary": summary})
+    print(
+        f"each extra concurrent trial adds {per_trial['pss']:.0f} MB PSS ({per_trial['uss']:.0f} MB private, "
+        f"{per_trial['rss']:.0f} MB RSS); the dataset's arrays are {dataset_mb:.1f} MB "
+        f"({train_val_mb:.1f} MB of train + val, which each trial copies into its own tensors)"
+    )
+    C.write_json(
+        __file__,
+        {
+            "question": "resident memory per extra concurrent trial",
+            "context": C.context(),
+            "args": vars(args),
+            "rows": rows,
+            "summary": summary,
+        },
+    )
     return 0
 
 

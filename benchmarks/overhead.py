@@ -44,24 +44,33 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
-
-import yaml
 
 import _common as C
+import yaml
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--samples", default="4,16", help="comma-separated numbers of trials (default: 4,16)")
     p.add_argument("--model", default=None, help="student model (default: the demo's, mlp_tiny)")
     p.add_argument("--epochs", type=int, default=None, help="student epochs (default: the demo's, 20)")
     p.add_argument("--batch-size", type=int, default=None, help="student batch size (default: the demo's, 64)")
-    p.add_argument("--trial-seconds", type=float, default=None,
-                   help="choose the epochs so one plain training takes about this long (e.g. 20; with --model cnn)")
+    p.add_argument(
+        "--trial-seconds",
+        type=float,
+        default=None,
+        help="choose the epochs so one plain training takes about this long (e.g. 20; with --model cnn)",
+    )
     p.add_argument("--teacher-epochs", type=int, default=2)
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="environment of the skd-tune run (repeatable), e.g. TUNE_GLOBAL_CHECKPOINT_S=10 to try a knob")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the skd-tune run (repeatable), e.g. TUNE_GLOBAL_CHECKPOINT_S=10 to try a knob",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary experiment directories")
     args = p.parse_args()
     env = dict(kv.split("=", 1) for kv in args.env)
@@ -93,8 +102,10 @@ def main() -> int:
 
     tmp = C.tempdir("overhead")
     rows, runs = [], []
-    print(f"student {student['model']}, {student['epochs']} epochs, batch {student['batch_size']}, FIFO, 1 trial at a time; "
-          f"load average {C.loadavg()}")
+    print(
+        f"student {student['model']}, {student['epochs']} epochs, batch {student['batch_size']}, FIFO, 1 trial at a time; "
+        f"load average {C.loadavg()}"
+    )
     try:
         for n in samples:
             name = f"overhead-n{n}"
@@ -102,7 +113,9 @@ def main() -> int:
             load_before = C.loadavg()
             samplers = []
             try:
-                run = C.timed_run(spec_path, env=env, on_start=lambda proc: samplers.append(C.CpuSampler(proc.pid)))
+                run = C.timed_run(
+                    spec_path, env=env, on_start=lambda proc, samplers=samplers: samplers.append(C.CpuSampler(proc.pid))
+                )
             finally:
                 for s in samplers:
                     s.stop()
@@ -146,40 +159,74 @@ def main() -> int:
         C.cleanup(tmp, args.keep)
 
     print("Overhead of the student stage through skd-tune run (Ray) vs the same trainings in a plain loop:")
-    C.print_table(rows, ["trials", "epochs_each", "ray_stage_s", "plain_s", "ratio", "overhead_s_per_trial",
-                         "in_trial_s_ray", "in_trial_s_plain", "outside_epochs_s_per_trial", "loadavg_1m"])
+    C.print_table(
+        rows,
+        [
+            "trials",
+            "epochs_each",
+            "ray_stage_s",
+            "plain_s",
+            "ratio",
+            "overhead_s_per_trial",
+            "in_trial_s_ray",
+            "in_trial_s_plain",
+            "outside_epochs_s_per_trial",
+            "loadavg_1m",
+        ],
+    )
     print("CPU seconds used during the student stage, by process (the plain loop used about its wall time):")
     C.print_table(rows, ["trials", "ray_stage_s", "cpu_s_trial_workers", "cpu_s_driver", "cpu_s_other_ray", "plain_s"])
     for r in rows:  # the same with the epochs at the plain loop's speed: outside-epoch time added to plain
         r["ratio_equal_epochs"] = (r["plain_s"] + r["outside_epochs_s_per_trial"] * r["trials"]) / r["plain_s"]
     last = rows[-1]
     trial_s = last["plain_s_per_trial"]
-    summary = {"trials": last["trials"], "plain_s_per_trial": trial_s, "ratio": last["ratio"],
-               "ratio_equal_epochs": last["ratio_equal_epochs"], "overhead_s_per_trial": last["overhead_s_per_trial"]}
+    summary = {
+        "trials": last["trials"],
+        "plain_s_per_trial": trial_s,
+        "ratio": last["ratio"],
+        "ratio_equal_epochs": last["ratio_equal_epochs"],
+        "overhead_s_per_trial": last["overhead_s_per_trial"],
+    }
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
         dn = b["trials"] - a["trials"]
         outside = lambda r: r["outside_epochs_s_per_trial"] * r["trials"]  # noqa: E731
         marginal = (outside(b) - outside(a)) / dn
         wall = ((b["ray_stage_s"] - a["ray_stage_s"]) - (b["plain_s"] - a["plain_s"])) / dn
-        summary.update(marginal_overhead_s_per_trial=marginal, marginal_wall_s_per_trial=wall,
-                       fixed_overhead_s=outside(a) - marginal * a["trials"], ratio_as_n_grows=1 + marginal / trial_s)
+        summary.update(
+            marginal_overhead_s_per_trial=marginal,
+            marginal_wall_s_per_trial=wall,
+            fixed_overhead_s=outside(a) - marginal * a["trials"],
+            ratio_as_n_grows=1 + marginal / trial_s,
+        )
     print()
     C.print_table([summary])
     long_trials = trial_s >= 20 or (args.trial_seconds or 0) >= 20  # calibrated for >= 20 s (may land a little short)
     target = 1.15 if long_trials else 2.0
     label = f"trials of {trial_s:.1f} s" if long_trials else "digits demo"
-    targets = {f"ratio <= {target} ({label}, N={last['trials']})": last["ratio"] <= target,
-               f"ratio with equal epoch speed <= {target} ({label}, N={last['trials']})": last["ratio_equal_epochs"] <= target}
+    targets = {
+        f"ratio <= {target} ({label}, N={last['trials']})": last["ratio"] <= target,
+        f"ratio with equal epoch speed <= {target} ({label}, N={last['trials']})": last["ratio_equal_epochs"] <= target,
+    }
     if "ratio_as_n_grows" in summary:
         targets[f"ratio as N grows <= {target} ({label})"] = summary["ratio_as_n_grows"] <= target
         targets["marginal overhead <= 0.3 s per trial"] = summary["marginal_overhead_s_per_trial"] <= 0.3
     for k, ok in targets.items():
         print(f"target {k}: {'met' if ok else 'NOT met'}")
-    C.write_json(__file__, {"question": "framework overhead of skd-tune run's student stage vs a plain torch loop",
-                            "context": C.context(), "args": vars(args), "student": student, "rows": rows,
-                            "summary": summary, "targets": targets, "runs": runs},
-                 suffix="_long" if args.trial_seconds else "")
+    C.write_json(
+        __file__,
+        {
+            "question": "framework overhead of skd-tune run's student stage vs a plain torch loop",
+            "context": C.context(),
+            "args": vars(args),
+            "student": student,
+            "rows": rows,
+            "summary": summary,
+            "targets": targets,
+            "runs": runs,
+        },
+        suffix="_long" if args.trial_seconds else "",
+    )
     return 0
 
 

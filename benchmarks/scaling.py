@@ -50,18 +50,34 @@ class LocalCluster:
 
     def __init__(self, tmp: Path, memory: int, object_store: int):
         self.tmp, self.memory, self.object_store = tmp, memory, object_store
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TMPDIR": str(tmp / "ray"),
-                    "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_TMPDIR": str(tmp / "ray"),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
         self.nodes: list[tuple[str, subprocess.Popen, Path]] = []
         self.address: str | None = None
 
     def _start(self, label: str, extra: list[str]) -> None:
         log = self.tmp / f"{label}.log"
-        cmd = [str(Path(C.PYTHON).parent / "ray"), "start", "--num-cpus=1", f"--memory={self.memory}",
-               f"--object-store-memory={self.object_store}", "--disable-usage-stats", "--block",
-               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-               f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}", *extra]
-        proc = subprocess.Popen(cmd, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [
+            str(Path(C.PYTHON).parent / "ray"),
+            "start",
+            "--num-cpus=1",
+            f"--memory={self.memory}",
+            f"--object-store-memory={self.object_store}",
+            "--disable-usage-stats",
+            "--block",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            *extra,
+        ]
+        proc = subprocess.Popen(
+            cmd, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.nodes.append((label, proc, log))
         deadline = time.monotonic() + 120
         while "Ray runtime started" not in log.read_text():
@@ -71,8 +87,7 @@ class LocalCluster:
 
     def start_head(self) -> str:
         port = free_port()
-        self._start("head", ["--head", f"--port={port}", "--include-dashboard=false",
-                             f"--temp-dir={self.tmp / 'ray'}"])
+        self._start("head", ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={self.tmp / 'ray'}"])
         ip = re.search(r"Local node IP: (\S+)", (self.tmp / "head.log").read_text())
         self.address = f"{ip.group(1) if ip else '127.0.0.1'}:{port}"
         return self.address
@@ -93,8 +108,13 @@ class LocalCluster:
             time.sleep(1)
 
     def status(self) -> str:
-        r = subprocess.run([str(Path(C.PYTHON).parent / "ray"), "status", f"--address={self.address}"], env=self.env,
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [str(Path(C.PYTHON).parent / "ray"), "status", f"--address={self.address}"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return r.stdout + r.stderr
 
     def raylets(self) -> dict[int, str]:
@@ -136,7 +156,9 @@ class Sampler(threading.Thread):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--samples", type=int, default=8, help="student trials per search (default: 8)")
     p.add_argument("--model", default="cnn_small", help="student model (default: cnn_small)")
     p.add_argument("--epochs", type=int, default=12, help="student epochs per trial (default: 12)")
@@ -149,11 +171,24 @@ def main() -> int:
         "seed": 0,
         "data": {"source": "digits"},
         "teacher": {"model": "mlp_tiny", "epochs": 1, "resources": {"cpu": 1, "gpu": 0}},
-        "student": {"model": args.model, "epochs": args.epochs, "batch_size": 64, "lr": 3e-3, "w_kd": 0.5,
-                    "resources": {"cpu": 1, "gpu": 0}},
-        "search": {"num_samples": args.samples, "max_concurrent": 2, "scheduler": {"name": "fifo"},
-                   "space": {"temperature": {"loguniform": [1.0, 20.0]}, "w_skd": {"uniform": [0.0, 1.0]},
-                             "lr": {"loguniform": [1e-3, 3e-2]}}},
+        "student": {
+            "model": args.model,
+            "epochs": args.epochs,
+            "batch_size": 64,
+            "lr": 3e-3,
+            "w_kd": 0.5,
+            "resources": {"cpu": 1, "gpu": 0},
+        },
+        "search": {
+            "num_samples": args.samples,
+            "max_concurrent": 2,
+            "scheduler": {"name": "fifo"},
+            "space": {
+                "temperature": {"loguniform": [1.0, 20.0]},
+                "w_skd": {"uniform": [0.0, 1.0]},
+                "lr": {"loguniform": [1e-3, 3e-2]},
+            },
+        },
         "methods": {"seeds": 0},
     }
     tmp = C.tempdir("scaling")
@@ -173,7 +208,9 @@ def main() -> int:
             sampler.start()
             load = C.loadavg()
             try:
-                run = C.timed_run(spec_path, address=address, env={k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_TMPDIR")})
+                run = C.timed_run(
+                    spec_path, address=address, env={k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_TMPDIR")}
+                )
             finally:
                 sampler.done.set()
                 sampler.join()
@@ -185,14 +222,20 @@ def main() -> int:
                 while q in sampler.parent and q not in raylets and hops < 10:
                     q, hops = sampler.parent[q], hops + 1
                 node_of[int(pid)] = raylets.get(q, "?")
-            per_trial = epochs.groupby("trial_id")["pid"].first().map(lambda x: node_of[int(x)])
+            per_trial = epochs.groupby("trial_id")["pid"].first().map(lambda x, node_of=node_of: node_of[int(x)])
             stage = C.stage_seconds(run)
-            row = {"nodes": nodes, "cpus": nodes, "trials": int((trials["status"] == "TERMINATED").sum()),
-                   "student_stage_s": stage, "trials_per_hour": 3600 * args.samples / stage,
-                   "median_epoch_s": float(epochs["epoch_time_s"].median()),
-                   "trials_by_node": dict(Counter(per_trial)), "worker_pids": sorted(int(x) for x in epochs["pid"].unique()),
-                   "node_ips": sorted(epochs["node_ip"].astype(str).unique()),
-                   "loadavg_1m": f"{load[0]}->{C.loadavg()[0]}"}
+            row = {
+                "nodes": nodes,
+                "cpus": nodes,
+                "trials": int((trials["status"] == "TERMINATED").sum()),
+                "student_stage_s": stage,
+                "trials_per_hour": 3600 * args.samples / stage,
+                "median_epoch_s": float(epochs["epoch_time_s"].median()),
+                "trials_by_node": dict(Counter(per_trial)),
+                "worker_pids": sorted(int(x) for x in epochs["pid"].unique()),
+                "node_ips": sorted(epochs["node_ip"].astype(str).unique()),
+                "loadavg_1m": f"{load[0]}->{C.loadavg()[0]}",
+            }
             rows.append(row)
             C.print_table([row])
     finally:
@@ -203,16 +246,40 @@ def main() -> int:
     speedup = rows[1]["trials_per_hour"] / rows[0]["trials_per_hour"]
     print()
     print("Student trials per hour, 1 node x 1 CPU vs 2 nodes x 1 CPU (both nodes on this machine):")
-    C.print_table(rows, ["nodes", "trials", "student_stage_s", "trials_per_hour", "median_epoch_s", "trials_by_node",
-                         "worker_pids", "node_ips", "loadavg_1m"])
+    C.print_table(
+        rows,
+        [
+            "nodes",
+            "trials",
+            "student_stage_s",
+            "trials_per_hour",
+            "median_epoch_s",
+            "trials_by_node",
+            "worker_pids",
+            "node_ips",
+            "loadavg_1m",
+        ],
+    )
     ok = speedup >= 1.8
     print(f"speedup {speedup:.2f}x; target >= 1.8x: {'met' if ok else 'NOT met'}")
-    note = (f"both nodes run on this machine's {os.cpu_count()} cores, shared with the driver, the GCS and the raylets: "
-            "2x is the ceiling here and their CPU use comes off it; no network between the nodes")
+    note = (
+        f"both nodes run on this machine's {os.cpu_count()} cores, shared with the driver, the GCS and the raylets: "
+        "2x is the ceiling here and their CPU use comes off it; no network between the nodes"
+    )
     print(f"note: {note}")
-    C.write_json(__file__, {"question": "student trials per hour on 1 vs 2 Ray nodes", "context": C.context(),
-                            "args": vars(args), "rows": rows, "speedup": speedup, "targets": {"speedup >= 1.8": ok},
-                            "note": note, "ray_status": statuses})
+    C.write_json(
+        __file__,
+        {
+            "question": "student trials per hour on 1 vs 2 Ray nodes",
+            "context": C.context(),
+            "args": vars(args),
+            "rows": rows,
+            "speedup": speedup,
+            "targets": {"speedup >= 1.8": ok},
+            "note": note,
+            "ray_status": statuses,
+        },
+    )
     return 0
 
 

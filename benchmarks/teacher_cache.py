@@ -31,15 +31,21 @@ import _common as C
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--large", default="resnet50", help="the large teacher (default: resnet50)")
     p.add_argument("--tiny", default="mlp_tiny", help="the tiny teacher (default: mlp_tiny)")
     p.add_argument("--student", default="cnn_small", help="student model (default: cnn_small)")
     p.add_argument("--epochs", type=int, default=8, help="student epochs per trial (default: 8)")
     p.add_argument("--samples", type=int, default=4, help="student trials per run (default: 4)")
     p.add_argument("--teacher-epochs", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=2,
-                   help="run the pair this many times, alternating (default: 2; one run's median moves by ~5%%)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="run the pair this many times, alternating (default: 2; one run's median moves by ~5%%)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary experiment directories")
     args = p.parse_args()
 
@@ -47,16 +53,32 @@ def main() -> int:
         "seed": 0,
         "data": {"source": "digits"},
         "teacher": {"epochs": args.teacher_epochs, "batch_size": 64, "lr": 3e-3, "resources": {"cpu": 1, "gpu": 0}},
-        "student": {"model": args.student, "epochs": args.epochs, "batch_size": 64, "lr": 3e-3, "w_kd": 0.5, "w_skd": 1.0,
-                    "resources": {"cpu": 1, "gpu": 0}},
-        "search": {"num_samples": args.samples, "max_concurrent": 1, "scheduler": {"name": "fifo"},
-                   "space": {"temperature": {"loguniform": [1.0, 20.0]}, "w_skd": {"uniform": [0.0, 1.0]},
-                             "lr": {"loguniform": [1e-3, 3e-2]}}},
+        "student": {
+            "model": args.student,
+            "epochs": args.epochs,
+            "batch_size": 64,
+            "lr": 3e-3,
+            "w_kd": 0.5,
+            "w_skd": 1.0,
+            "resources": {"cpu": 1, "gpu": 0},
+        },
+        "search": {
+            "num_samples": args.samples,
+            "max_concurrent": 1,
+            "scheduler": {"name": "fifo"},
+            "space": {
+                "temperature": {"loguniform": [1.0, 20.0]},
+                "w_skd": {"uniform": [0.0, 1.0]},
+                "lr": {"loguniform": [1e-3, 3e-2]},
+            },
+        },
         "methods": {"seeds": 0},
     }
     tmp = C.tempdir("tcache")
     per_run, epoch_times = [], {args.large: [], args.tiny: []}
-    print(f"student {args.student}: {args.samples} trials x {args.epochs} epochs each, 1 at a time; load average {C.loadavg()}")
+    print(
+        f"student {args.student}: {args.samples} trials x {args.epochs} epochs each, 1 at a time; load average {C.loadavg()}"
+    )
     try:
         for r in range(args.repeats):
             for teacher in (args.large, args.tiny):
@@ -68,11 +90,17 @@ def main() -> int:
                 times = epochs["epoch_time_s"].astype(float).tolist()
                 epoch_times[teacher] += times
                 per_trial = epochs.groupby("trial_id")["epoch_time_s"].sum()
-                row = {"teacher": teacher, "repeat": r, "student_epochs": len(times),
-                       "median_epoch_s": statistics.median(times), "min_epoch_s": min(times),
-                       "median_trial_s": float(per_trial.median()),
-                       "teacher_stage_s": C.stage_seconds(run, "run_teacher") + C.stage_seconds(run, "run_teacher_logits"),
-                       "student_stage_s": C.stage_seconds(run), "loadavg_1m": f"{load[0]}->{C.loadavg()[0]}"}
+                row = {
+                    "teacher": teacher,
+                    "repeat": r,
+                    "student_epochs": len(times),
+                    "median_epoch_s": statistics.median(times),
+                    "min_epoch_s": min(times),
+                    "median_trial_s": float(per_trial.median()),
+                    "teacher_stage_s": C.stage_seconds(run, "run_teacher") + C.stage_seconds(run, "run_teacher_logits"),
+                    "student_stage_s": C.stage_seconds(run),
+                    "loadavg_1m": f"{load[0]}->{C.loadavg()[0]}",
+                }
                 per_run.append(row)
                 C.print_table([row])
         uncached = _uncached_cost(args.large)
@@ -87,7 +115,9 @@ def main() -> int:
     C.print_table(per_run)
     print()
     summary = {
-        "median_epoch_s_large": med[args.large], "median_epoch_s_tiny": med[args.tiny], "ratio_large_over_tiny": ratio,
+        "median_epoch_s_large": med[args.large],
+        "median_epoch_s_tiny": med[args.tiny],
+        "ratio_large_over_tiny": ratio,
         "ratio_of_min_epoch": low[args.large] / low[args.tiny],
         "uncached_teacher_forward_s_per_epoch": uncached["seconds"],
         "uncached_ratio_estimate": (med[args.tiny] + uncached["seconds"]) / med[args.tiny],
@@ -95,12 +125,22 @@ def main() -> int:
     }
     C.print_table([summary])
     ok = ratio <= 1.05
-    print(f"target ratio <= 1.05: {'met' if ok else 'NOT met'} ({ratio:.3f}); without the cache each student epoch would "
-          f"also run the {args.large} over the training split: +{uncached['seconds']:.2f} s, "
-          f"about {summary['uncached_ratio_estimate']:.1f}x")
-    C.write_json(__file__, {"question": "student trial time with a large vs a tiny teacher (cached logits)",
-                            "context": C.context(), "args": vars(args), "runs": per_run, "summary": summary,
-                            "targets": {"ratio <= 1.05": ok}})
+    print(
+        f"target ratio <= 1.05: {'met' if ok else 'NOT met'} ({ratio:.3f}); without the cache each student epoch would "
+        f"also run the {args.large} over the training split: +{uncached['seconds']:.2f} s, "
+        f"about {summary['uncached_ratio_estimate']:.1f}x"
+    )
+    C.write_json(
+        __file__,
+        {
+            "question": "student trial time with a large vs a tiny teacher (cached logits)",
+            "context": C.context(),
+            "args": vars(args),
+            "runs": per_run,
+            "summary": summary,
+            "targets": {"ratio <= 1.05": ok},
+        },
+    )
     return 0
 
 

@@ -29,13 +29,14 @@ def augment_images(x: torch.Tensor, generator: torch.Generator, jitter: float = 
         turn = (_per_sample(generator, b, dev) < 0.5).view(b, 1, 1, 1)
         x = torch.where(turn, x.transpose(2, 3), x)  # with the flips above: all 8 symmetries of the square
     if c == 3 and jitter > 0:
+
         def factor():
             return (1.0 + jitter * (2 * _per_sample(generator, b, dev) - 1)).view(b, 1, 1, 1)
 
         x = x * factor()  # brightness
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * factor() + mean  # contrast
-        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         x = (x - grey) * factor() + grey  # saturation
         x = x.clamp_(0.0, 1.0)
     return x

@@ -12,28 +12,44 @@ EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="skd-tune", description="Hyperparameter search for subclass knowledge distillation on Ray Tune + Optuna.")
+    p = argparse.ArgumentParser(
+        prog="skd-tune", description="Hyperparameter search for subclass knowledge distillation on Ray Tune + Optuna."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run (or resume) the experiment a YAML spec describes")
     r.add_argument("spec", help="a YAML spec (e.g. search_spaces/digits.yaml), or an experiment directory to resume")
-    r.add_argument("--address", default=None, help="Ray cluster to join ('auto', 'ray://host:10001'); default: start local Ray")
-    r.add_argument("--node-wait", type=float, default=None, metavar="SECONDS",
-                   help="on a joined cluster, how long to wait for a node that can hold a trial (default: 300)")
+    r.add_argument(
+        "--address", default=None, help="Ray cluster to join ('auto', 'ray://host:10001'); default: start local Ray"
+    )
+    r.add_argument(
+        "--node-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on a joined cluster, how long to wait for a node that can hold a trial (default: 300)",
+    )
     r.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and worker output")
     st = sub.add_parser("status", help="stages done, trials by status, best so far (works while a search runs)")
     st.add_argument("experiment", help="experiment directory, e.g. runs/digits-skd")
-    rp = sub.add_parser("report", help="method table, leaderboard and plots: report/index.html + report/summary.md (works mid-run)")
+    rp = sub.add_parser(
+        "report", help="method table, leaderboard and plots: report/index.html + report/summary.md (works mid-run)"
+    )
     rp.add_argument("experiment", help="experiment directory, e.g. runs/digits-skd")
     rp.add_argument("--out", default=None, help="where to write the report (default: EXPERIMENT/report)")
     rp.add_argument("--top", type=int, default=10, help="trials in the leaderboard (default: 10)")
     ex = sub.add_parser("export", help="the best student as state_dict + meta.json, TorchScript and ONNX, each checked")
     ex.add_argument("experiment", help="experiment directory (its export/ stage must be done), or an export directory")
     ex.add_argument("--out", required=True, help="directory to write the artefacts into")
-    ex.add_argument("--formats", default="state_dict,torchscript,onnx",
-                    help="comma-separated: state_dict, torchscript, onnx (default: all three; onnx needs the [onnx] extra)")
+    ex.add_argument(
+        "--formats",
+        default="state_dict,torchscript,onnx",
+        help="comma-separated: state_dict, torchscript, onnx (default: all three; onnx needs the [onnx] extra)",
+    )
     pr = sub.add_parser("predict", help="class, its probability and subclass probabilities for each input")
     pr.add_argument("export_dir", help="a directory written by `skd-tune export` (or an experiment's export/)")
-    pr.add_argument("inputs", nargs="+", help="image files (PNG/JPEG) for image models; .npy or .csv files of rows for tabular ones")
+    pr.add_argument(
+        "inputs", nargs="+", help="image files (PNG/JPEG) for image models; .npy or .csv files of rows for tabular ones"
+    )
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     sm = dsub.add_parser("synth-mhist", help="write a synthetic dataset in MHIST's layout (annotations.csv + images/)")
@@ -73,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "export":
             from .export import export_artifacts, format_export
-
             from .storage import checkout
 
             formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -94,14 +109,22 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             out = write_synthetic_mhist(args.dir, n=args.n, seed=args.seed, size=args.size)
             seconds = time.perf_counter() - t0
-            print(f"{out}: {read_annotations(out / ANNOTATIONS).summary()}, {args.size}x{args.size} px, in {seconds:.1f} s")
+            print(
+                f"{out}: {read_annotations(out / ANNOTATIONS).summary()}, {args.size}x{args.size} px, in {seconds:.1f} s"
+            )
             return 0
         if args.command == "run":
             from .pipeline import run
 
             spec = load_spec(args.spec)
-            summary = run(spec, address=args.address, verbose=args.verbose, resume_cmd=f"skd-tune run {args.spec}",
-                          printer=lambda line: print(line, flush=True), node_wait_s=args.node_wait)
+            summary = run(
+                spec,
+                address=args.address,
+                verbose=args.verbose,
+                resume_cmd=f"skd-tune run {args.spec}",
+                printer=lambda line: print(line, flush=True),
+                node_wait_s=args.node_wait,
+            )
             print(f"done in {summary.seconds:.0f} s: {summary.experiment}")
             return 0
     except (SpecError, UserError) as e:

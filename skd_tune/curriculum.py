@@ -20,7 +20,7 @@ Each g is non-decreasing in e, equals `start` at e = 0 (1 for `none`) and 1 once
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

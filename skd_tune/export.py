@@ -93,8 +93,16 @@ ONNX_INSTALL = "pip install 'skd-tune[onnx]'"
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("subclass_logits", "class_logits")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-META_KEYS = ("model", "input_shape", "num_subclasses", "class_names", "subclass_names", "subclass_to_class",
-             "input_scale", "normalisation")
+META_KEYS = (
+    "model",
+    "input_shape",
+    "num_subclasses",
+    "class_names",
+    "subclass_names",
+    "subclass_to_class",
+    "input_scale",
+    "normalisation",
+)
 _PREDICT_CHUNK = 512
 _TOP_SUBCLASSES = 5
 
@@ -103,7 +111,9 @@ _TOP_SUBCLASSES = 5
 # The pipeline's export stage: model.pt + meta.json
 
 
-def export_student(out_dir: Path, spec: Spec, data: Dataset, checkpoint_dir: Path, params: dict[str, Any], metrics: dict[str, Any]) -> Path:
+def export_student(
+    out_dir: Path, spec: Spec, data: Dataset, checkpoint_dir: Path, params: dict[str, Any], metrics: dict[str, Any]
+) -> Path:
     """Write `model.pt` + `meta.json` for the student saved in `checkpoint_dir` (a trial checkpoint)."""
     from .train import best_weights, load_state
 
@@ -125,7 +135,11 @@ def export_student(out_dir: Path, spec: Spec, data: Dataset, checkpoint_dir: Pat
         "input_scale": data.scale,
         "normalisation": {"mean": data.mean, "std": data.std},
         "params": {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()},
-        "metrics": {"val": {k: float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v for k, v in metrics.items()}},
+        "metrics": {
+            "val": {
+                k: float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v for k, v in metrics.items()
+            }
+        },
         "student": student.model_dump(mode="json"),
         "spec": spec.model_dump(mode="json"),
         "teacher_logits": "clean inputs (cached once, no augmentation)",
@@ -144,15 +158,21 @@ def _read_meta(export_dir: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: file missing, so {export_dir} is not a complete export; export again with "
-                              "`skd-tune export EXPERIMENT --out DIR` (or re-run the experiment's export stage)") from None
+        raise CheckpointError(
+            f"{path}: file missing, so {export_dir} is not a complete export; export again with "
+            "`skd-tune export EXPERIMENT --out DIR` (or re-run the experiment's export stage)"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot be read as JSON ({e}); the file is damaged. Export again with "
-                              "`skd-tune export EXPERIMENT --out DIR`") from None
+        raise CheckpointError(
+            f"{path}: cannot be read as JSON ({e}); the file is damaged. Export again with "
+            "`skd-tune export EXPERIMENT --out DIR`"
+        ) from None
     missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
     if missing:
-        raise CheckpointError(f"{path}: not an skd-tune export description (missing {', '.join(missing)}); export again "
-                              "with `skd-tune export EXPERIMENT --out DIR`")
+        raise CheckpointError(
+            f"{path}: not an skd-tune export description (missing {', '.join(missing)}); export again "
+            "with `skd-tune export EXPERIMENT --out DIR`"
+        )
     return meta
 
 
@@ -166,30 +186,45 @@ def load_student(export_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any
     meta = _read_meta(export_dir)
     path = export_dir / "model.pt"
     try:
-        model = build_model(meta["model"], meta["num_subclasses"], tuple(meta["input_shape"]),
-                            meta["normalisation"]["mean"], meta["normalisation"]["std"])
+        model = build_model(
+            meta["model"],
+            meta["num_subclasses"],
+            tuple(meta["input_shape"]),
+            meta["normalisation"]["mean"],
+            meta["normalisation"]["std"],
+        )
     except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{export_dir / 'meta.json'}: describes a model this version cannot build ({e}); "
-                              "export it again with this version of skd-tune") from None
+        raise CheckpointError(
+            f"{export_dir / 'meta.json'}: describes a model this version cannot build ({e}); "
+            "export it again with this version of skd-tune"
+        ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: file missing (the state_dict was not exported into {export_dir}); export "
-                              "again with state_dict among --formats, e.g. `skd-tune export EXPERIMENT --out DIR`") from None
+        raise CheckpointError(
+            f"{path}: file missing (the state_dict was not exported into {export_dir}); export "
+            "again with state_dict among --formats, e.g. `skd-tune export EXPERIMENT --out DIR`"
+        ) from None
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: holds pickled objects other than tensors, so it is refused by "
-                              "torch.load(weights_only=True) (loading it could run code); export again with "
-                              "`skd-tune export EXPERIMENT --out DIR`, which writes only tensors") from None
+        raise CheckpointError(
+            f"{path}: holds pickled objects other than tensors, so it is refused by "
+            "torch.load(weights_only=True) (loading it could run code); export again with "
+            "`skd-tune export EXPERIMENT --out DIR`, which writes only tensors"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch's errors for a truncated/corrupt zip
-        raise CheckpointError(f"{path}: damaged, cannot be loaded as a state_dict "
-                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); export again with "
-                              "`skd-tune export EXPERIMENT --out DIR`") from None
+        raise CheckpointError(
+            f"{path}: damaged, cannot be loaded as a state_dict "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); export again with "
+            "`skd-tune export EXPERIMENT --out DIR`"
+        ) from None
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: the weights do not fit the model {meta['model']!r} that meta.json describes "
-                              f"({first}); the two files come from different exports. Export again") from None
+        raise CheckpointError(
+            f"{path}: the weights do not fit the model {meta['model']!r} that meta.json describes "
+            f"({first}); the two files come from different exports. Export again"
+        ) from None
     return model.eval(), meta
 
 
@@ -211,7 +246,9 @@ def predict(model: torch.nn.Module, meta: dict[str, Any], x: np.ndarray) -> tupl
     return _probabilities(model, meta, xt)
 
 
-def evaluate_exported(model: torch.nn.Module, meta: dict[str, Any], x: np.ndarray, y_class: np.ndarray) -> dict[str, float]:
+def evaluate_exported(
+    model: torch.nn.Module, meta: dict[str, Any], x: np.ndarray, y_class: np.ndarray
+) -> dict[str, float]:
     """Class metrics of an exported student on raw inputs `x` with true class indices `y_class`."""
     from .metrics import classification_metrics
 
@@ -287,31 +324,43 @@ def resolve_export_dir(source: str | Path) -> Path:
     whose `export/` is used. Raises `UserError` saying what is missing and how to get it."""
     src = Path(source)
     if not src.exists():
-        raise UserError(f"{src}: no such directory; give an experiment directory (e.g. runs/digits-skd) or an export "
-                        "directory holding model.pt and meta.json")
+        raise UserError(
+            f"{src}: no such directory; give an experiment directory (e.g. runs/digits-skd) or an export "
+            "directory holding model.pt and meta.json"
+        )
     if not src.is_dir():
-        raise UserError(f"{src}: is a file, not a directory; give an experiment directory (e.g. runs/digits-skd) or "
-                        "an export directory holding model.pt and meta.json")
+        raise UserError(
+            f"{src}: is a file, not a directory; give an experiment directory (e.g. runs/digits-skd) or "
+            "an export directory holding model.pt and meta.json"
+        )
     if _is_export_dir(src):
         return src
     if _is_export_dir(src / "export"):
         return src / "export"
     if (src / "spec.yaml").is_file() or (src / "state.json").is_file() or (src / "export").is_dir():
-        raise UserError(f"{src / 'export'}: no exported student (model.pt and meta.json), so the experiment's export "
-                        f"stage has not run; run `skd-tune run {src}` to finish the experiment, then export again")
+        raise UserError(
+            f"{src / 'export'}: no exported student (model.pt and meta.json), so the experiment's export "
+            f"stage has not run; run `skd-tune run {src}` to finish the experiment, then export again"
+        )
     if (src / "meta.json").is_file():
-        raise CheckpointError(f"{src / 'model.pt'}: file missing; this export directory has meta.json but no "
-                              "state_dict. Export again with state_dict among --formats")
-    raise UserError(f"{src}: neither an skd-tune experiment (no spec.yaml, no export/) nor an export directory (no "
-                    "model.pt and meta.json); give e.g. runs/digits-skd or runs/digits-skd/export")
+        raise CheckpointError(
+            f"{src / 'model.pt'}: file missing; this export directory has meta.json but no "
+            "state_dict. Export again with state_dict among --formats"
+        )
+    raise UserError(
+        f"{src}: neither an skd-tune experiment (no spec.yaml, no export/) nor an export directory (no "
+        "model.pt and meta.json); give e.g. runs/digits-skd or runs/digits-skd/export"
+    )
 
 
 def _check_formats(formats: list[str]) -> list[str]:
     wanted = list(dict.fromkeys(f.strip() for f in formats if f and f.strip()))
     unknown = [f for f in wanted if f not in FORMATS]
     if unknown:
-        raise UserError(f"unknown export format {', '.join(repr(f) for f in unknown)}; valid formats: "
-                        f"{', '.join(FORMATS)} (give them comma-separated, e.g. --formats state_dict,onnx)")
+        raise UserError(
+            f"unknown export format {', '.join(repr(f) for f in unknown)}; valid formats: "
+            f"{', '.join(FORMATS)} (give them comma-separated, e.g. --formats state_dict,onnx)"
+        )
     if not wanted:
         raise UserError(f"no export format given; valid formats: {', '.join(FORMATS)} (e.g. --formats state_dict,onnx)")
     return wanted
@@ -337,18 +386,28 @@ def _interface(meta: dict[str, Any]) -> dict[str, Any]:
     shape = ["N", *meta["input_shape"]]
     return {
         "input": {
-            "name": INPUT_NAME, "dtype": "float32", "shape": shape,
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "shape": shape,
             "scale": "[0, 1]: the raw dataset values times input_scale (an 8-bit image divided by 255); "
-                     "the model normalises them itself (its first layer), so give no other preprocessing",
+            "the model normalises them itself (its first layer), so give no other preprocessing",
             "input_scale": meta["input_scale"],
         },
         "outputs": [
-            {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["N", meta["num_subclasses"]],
-             "labels": meta["subclass_names"]},
-            {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["N", len(meta["class_names"])],
-             "labels": meta["class_names"],
-             "definition": "logsumexp of the subclass logits of each class (subclass_to_class), so that "
-                           "softmax(class_logits) = the sum of each class's subclass probabilities"},
+            {
+                "name": OUTPUT_NAMES[0],
+                "dtype": "float32",
+                "shape": ["N", meta["num_subclasses"]],
+                "labels": meta["subclass_names"],
+            },
+            {
+                "name": OUTPUT_NAMES[1],
+                "dtype": "float32",
+                "shape": ["N", len(meta["class_names"])],
+                "labels": meta["class_names"],
+                "definition": "logsumexp of the subclass logits of each class (subclass_to_class), so that "
+                "softmax(class_logits) = the sum of each class's subclass probabilities",
+            },
         ],
         "probabilities": "softmax over the last axis of each output",
         "batch_axis": f"dynamic (traced with N={TRACE_BATCH}, checked with N={CHECK_BATCH})",
@@ -358,7 +417,7 @@ def _interface(meta: dict[str, Any]) -> dict[str, Any]:
 
 _FILE_USE = {
     "state_dict": "skd_tune.export.load_student(DIR) (torch.load(weights_only=True) + build_model); "
-                  "the bare student: outputs subclass logits only",
+    "the bare student: outputs subclass logits only",
     "torchscript": "torch.jit.load(path); module(x) -> (subclass_logits, class_logits)",
     "onnx": "onnxruntime.InferenceSession(path).run(None, {'input': x}) -> [subclass_logits, class_logits]",
 }
@@ -421,8 +480,14 @@ def _check_torchscript(path: Path, x: torch.Tensor, ref) -> float:
 def _onnx_dynamo(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
     """The `torch.export`-based exporter (uses onnxscript), with a dynamic batch axis."""
     torch.onnx.export(
-        wrapper, (example,), str(path), dynamo=True, verbose=False, external_data=False,
-        input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+        wrapper,
+        (example,),
+        str(path),
+        dynamo=True,
+        verbose=False,
+        external_data=False,
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
         dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
     )
 
@@ -434,7 +499,12 @@ def _onnx_legacy(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         torch.onnx.export(
-            wrapper, (example,), str(path), dynamo=False, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            wrapper,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
             dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
         )
 
@@ -463,16 +533,31 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, onnx) -> 
             ) from None
         how = f"legacy torch.onnx.export(dynamo=False), as dynamo=True failed: {dynamo_error}"
     os.replace(tmp, path)
-    opsets = {imp.domain or "ai.onnx": imp.version for imp in onnx.load(str(path), load_external_data=False).opset_import}
+    opsets = {
+        imp.domain or "ai.onnx": imp.version for imp in onnx.load(str(path), load_external_data=False).opset_import
+    }
     return path, f"{how}, opset {opsets.get('ai.onnx', '?')}"
 
 
 def _ort_errors(ort) -> tuple[type[BaseException], ...]:
     """onnxruntime's exception classes (they derive from Exception directly, not from RuntimeError)."""
     state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
-    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
-             "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
-    found = tuple(c for c in (getattr(state, n, None) for n in names) if isinstance(c, type) and issubclass(c, BaseException))
+    names = (
+        "Fail",
+        "InvalidArgument",
+        "NoSuchFile",
+        "NoModel",
+        "EngineError",
+        "RuntimeException",
+        "InvalidProtobuf",
+        "ModelLoaded",
+        "NotImplemented",
+        "InvalidGraph",
+        "EPFail",
+    )
+    found = tuple(
+        c for c in (getattr(state, n, None) for n in names) if isinstance(c, type) and issubclass(c, BaseException)
+    )
     return found + (RuntimeError, ValueError)
 
 
@@ -555,9 +640,18 @@ def export_artifacts(source: str | Path, out_dir: str | Path, formats: list[str]
         checks.append(ArtifactCheck(fmt, path, diff, tol, detail=detail))
 
     out_meta["artefacts"]["files"] = {
-        c.format: ({"skipped": c.skipped} if c.skipped else
-                   {"path": c.path.name, "use": _FILE_USE[c.format], "made_with": c.detail,
-                    "max_abs_diff": c.max_abs_diff, "tolerance": c.tolerance, "check_batch": c.batch})
+        c.format: (
+            {"skipped": c.skipped}
+            if c.skipped
+            else {
+                "path": c.path.name,
+                "use": _FILE_USE[c.format],
+                "made_with": c.detail,
+                "max_abs_diff": c.max_abs_diff,
+                "tolerance": c.tolerance,
+                "check_batch": c.batch,
+            }
+        )
         for c in checks
     }
     _write_json(out / "meta.json", out_meta)
@@ -576,7 +670,7 @@ def format_export(checks: list[ArtifactCheck]) -> str:
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}".rstrip() for r in rows]
     written = [c for c in checks if c.path is not None]
     if written:
-        lines.append(f"interface, class and subclass names: {written[0].path.parent / 'meta.json'} (\"artefacts\")")
+        lines.append(f'interface, class and subclass names: {written[0].path.parent / "meta.json"} ("artefacts")')
     return "\n".join(lines)
 
 
@@ -593,12 +687,16 @@ def _read_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if len(input_shape) != 3:
-        raise DataError(f"{path}: an image, but this model takes tabular inputs of shape {_shape_str(input_shape)}; "
-                        "give a .npy or .csv file of rows instead")
+        raise DataError(
+            f"{path}: an image, but this model takes tabular inputs of shape {_shape_str(input_shape)}; "
+            "give a .npy or .csv file of rows instead"
+        )
     c, h, w = input_shape
     if c not in (1, 3):
-        raise DataError(f"{path}: this model takes {c}-channel inputs of shape {_shape_str(input_shape)}, which an "
-                        f"image file cannot hold; give a .npy array of shape (N, {c}, {h}, {w}) instead")
+        raise DataError(
+            f"{path}: this model takes {c}-channel inputs of shape {_shape_str(input_shape)}, which an "
+            f"image file cannot hold; give a .npy array of shape (N, {c}, {h}, {w}) instead"
+        )
     try:
         with Image.open(path) as im:
             im = im.convert("L" if c == 1 else "RGB")
@@ -606,8 +704,10 @@ def _read_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot be read as an image ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        f"give a PNG or JPEG file (this model takes {c}-channel {h}x{w} images)") from None
+        raise DataError(
+            f"{path}: cannot be read as an image ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+            f"give a PNG or JPEG file (this model takes {c}-channel {h}x{w} images)"
+        ) from None
     arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)
     return arr[None]
 
@@ -617,17 +717,23 @@ def _read_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, boo
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: cannot be read as a .npy array ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        f"write it with numpy.save, shape (N, {', '.join(map(str, input_shape))})") from None
+        raise DataError(
+            f"{path}: cannot be read as a .npy array ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+            f"write it with numpy.save, shape (N, {', '.join(map(str, input_shape))})"
+        ) from None
     if not isinstance(arr, np.ndarray) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise DataError(f"{path}: holds {getattr(arr, 'dtype', type(arr).__name__)} values, not numbers; "
-                        f"give a numeric array of shape (N, {', '.join(map(str, input_shape))})")
+        raise DataError(
+            f"{path}: holds {getattr(arr, 'dtype', type(arr).__name__)} values, not numbers; "
+            f"give a numeric array of shape (N, {', '.join(map(str, input_shape))})"
+        )
     if tuple(arr.shape) == tuple(input_shape):
         return arr[None], False
     if arr.ndim == len(input_shape) + 1 and tuple(arr.shape[1:]) == tuple(input_shape):
         return arr, True
-    raise DataError(f"{path}: array of shape {_shape_str(arr.shape)}, but this model takes shape "
-                    f"(N, {', '.join(map(str, input_shape))}) or {_shape_str(input_shape)}; reshape it to match")
+    raise DataError(
+        f"{path}: array of shape {_shape_str(arr.shape)}, but this model takes shape "
+        f"(N, {', '.join(map(str, input_shape))}) or {_shape_str(input_shape)}; reshape it to match"
+    )
 
 
 def _read_csv(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -646,15 +752,21 @@ def _read_csv(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
                 except ValueError:
                     if line_no == 1:
                         continue  # a header
-                    raise DataError(f"{path}: line {line_no} has a value that is not a number; every row after an "
-                                    f"optional header must hold {n_features} numbers") from None
+                    raise DataError(
+                        f"{path}: line {line_no} has a value that is not a number; every row after an "
+                        f"optional header must hold {n_features} numbers"
+                    ) from None
                 if len(values) != n_features:
-                    raise DataError(f"{path}: line {line_no} has {len(values)} values, but this model takes "
-                                    f"{n_features} per row (shape {_shape_str(input_shape)} flattened); give one sample per row")
+                    raise DataError(
+                        f"{path}: line {line_no} has {len(values)} values, but this model takes "
+                        f"{n_features} per row (shape {_shape_str(input_shape)} flattened); give one sample per row"
+                    )
                 rows.append(values)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot be read as a CSV file ({e}); give one sample per row, {n_features} numbers "
-                        "each, comma-separated") from None
+        raise DataError(
+            f"{path}: cannot be read as a CSV file ({e}); give one sample per row, {n_features} numbers "
+            "each, comma-separated"
+        ) from None
     if not rows:
         raise DataError(f"{path}: no rows of numbers; give one sample per row, {n_features} numbers each")
     return np.asarray(rows, dtype=np.float64).reshape((len(rows), *input_shape))
@@ -708,11 +820,15 @@ def predict_inputs(export_dir: str | Path, inputs: list[str]) -> list[Prediction
     preds = []
     for name, cp, sp in zip(names, cls_p, sub_p, strict=True):
         k = int(np.argmax(cp))
-        preds.append(Prediction(
-            name=name, class_name=str(class_names[k]), probability=float(cp[k]),
-            class_probabilities={str(c): float(p) for c, p in zip(class_names, cp)},
-            subclass_probabilities={str(s): float(p) for s, p in zip(subclass_names, sp)},
-        ))
+        preds.append(
+            Prediction(
+                name=name,
+                class_name=str(class_names[k]),
+                probability=float(cp[k]),
+                class_probabilities={str(c): float(p) for c, p in zip(class_names, cp)},
+                subclass_probabilities={str(s): float(p) for s, p in zip(subclass_names, sp)},
+            )
+        )
     return preds
 
 

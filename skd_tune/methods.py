@@ -89,5 +89,8 @@ def format_method_table(table: pd.DataFrame) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
     gains = method_gains(table)
-    text.append("F1 gains: " + ", ".join(f"{k} {v * 100:+.2f} points" if not math.isnan(v) else f"{k} -" for k, v in gains.items()))
+    text.append(
+        "F1 gains: "
+        + ", ".join(f"{k} {v * 100:+.2f} points" if not math.isnan(v) else f"{k} -" for k, v in gains.items())
+    )
     return "\n".join(text)

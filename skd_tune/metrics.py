@@ -67,9 +67,7 @@ def label_bits(subclass: np.ndarray, subclass_to_class: np.ndarray) -> float:
     return bits
 
 
-def subclass_usage(
-    subclass_probs: np.ndarray, classes: np.ndarray, subclass_to_class: np.ndarray
-) -> dict:
+def subclass_usage(subclass_probs: np.ndarray, classes: np.ndarray, subclass_to_class: np.ndarray) -> dict:
     """How invented subclasses use their capacity, class by class.
 
     For each class c with subclasses s in c (K_c of them) and the N_c examples whose class is c, each

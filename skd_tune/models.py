@@ -7,7 +7,7 @@ Small CNN/MLP models suit the digits default; torchvision models suit images suc
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -50,11 +50,21 @@ def _cnn(widths: tuple[int, int, int], hidden: int) -> Callable:
         c = input_shape[0]
         a, b, d = widths
         return nn.Sequential(
-            nn.Conv2d(c, a, 3, padding=1), nn.BatchNorm2d(a), nn.ReLU(),
-            nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(b, d, 3, padding=1), nn.BatchNorm2d(d), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, num_outputs),
+            nn.Conv2d(c, a, 3, padding=1),
+            nn.BatchNorm2d(a),
+            nn.ReLU(),
+            nn.Conv2d(a, b, 3, padding=1),
+            nn.BatchNorm2d(b),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(b, d, 3, padding=1),
+            nn.BatchNorm2d(d),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(d, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_outputs),
         )
 
     return build
@@ -94,9 +104,18 @@ def _replace_stem(net: nn.Module, channels: int) -> None:
     for parent in net.modules():
         for child_name, child in parent.named_children():
             if isinstance(child, nn.Conv2d):
-                setattr(parent, child_name, nn.Conv2d(
-                    channels, child.out_channels, child.kernel_size, child.stride, child.padding, bias=child.bias is not None
-                ))
+                setattr(
+                    parent,
+                    child_name,
+                    nn.Conv2d(
+                        channels,
+                        child.out_channels,
+                        child.kernel_size,
+                        child.stride,
+                        child.padding,
+                        bias=child.bias is not None,
+                    ),
+                )
                 return
 
 
@@ -115,7 +134,12 @@ MODELS: dict[str, Callable[[int, tuple[int, ...], bool], nn.Module]] = {
 
 
 def build_model(
-    name: str, num_outputs: int, input_shape: tuple[int, ...], mean: list[float], std: list[float], pretrained: bool = False
+    name: str,
+    num_outputs: int,
+    input_shape: tuple[int, ...],
+    mean: list[float],
+    std: list[float],
+    pretrained: bool = False,
 ) -> nn.Module:
     """Normalisation followed by the registered network with `num_outputs` (subclass) logits."""
     if name not in MODELS:

@@ -19,9 +19,10 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -44,7 +45,6 @@ STAGES = ("teacher", "teacher_logits", "student", "export", "methods")
 
 from .errors import PipelineError, SearchInterrupted
 
-
 # --------------------------------------------------------------------------------------------------
 # The experiment directory
 
@@ -62,7 +62,7 @@ class Experiment:
     remote: Remote | None = None
 
     @classmethod
-    def open(cls, location: str) -> "Experiment":
+    def open(cls, location: str) -> Experiment:
         """The experiment at a local path or a URI; for a URI, its files are pulled into the mirror first."""
         root, remote = checkout(location)
         return cls(root.resolve(), remote)
@@ -86,7 +86,11 @@ class Experiment:
     def relative(self, reported_path: str) -> str:
         """A path Ray Tune reported (a checkpoint) relative to the experiment, wherever it lives."""
         if self.remote is not None:
-            return reported_path[len(self.remote.path) + 1 :] if reported_path.startswith(self.remote.path + "/") else reported_path
+            return (
+                reported_path[len(self.remote.path) + 1 :]
+                if reported_path.startswith(self.remote.path + "/")
+                else reported_path
+            )
         return os.path.relpath(reported_path, self.root.resolve())
 
     def local_dir(self, rel: str, scratch: Path) -> Path:
@@ -172,10 +176,14 @@ class Experiment:
                 old_hash = spec_hash(Spec.model_validate(old))
             except ValueError:
                 pass  # a frozen spec this version cannot read: compare the stored hash, report the raw diff
-            nothing_computed = not self.read_state()["stages"] and not any(self.has_tune_experiment(d) for d in ("teacher", "student"))
+            nothing_computed = not self.read_state()["stages"] and not any(
+                self.has_tune_experiment(d) for d in ("teacher", "student")
+            )
             if old_hash != digest and not nothing_computed:
-                diffs = _diff({k: v for k, v in old.items() if k not in LOCATION_FIELDS},
-                              {k: v for k, v in frozen.items() if k not in LOCATION_FIELDS})
+                diffs = _diff(
+                    {k: v for k, v in old.items() if k not in LOCATION_FIELDS},
+                    {k: v for k, v in frozen.items() if k not in LOCATION_FIELDS},
+                )
                 raise PipelineError(
                     f"{self.root} was started from a different spec; fields that differ: {'; '.join(diffs) or '(unknown)'}. "
                     f"Either restore the old spec (a copy is in {self.spec_file}) to resume this experiment, or give "
@@ -189,7 +197,9 @@ class Experiment:
                 "Give the spec another `name:` or `storage:`, or empty that directory"
             )
         elif self.root.exists() and not self.root.is_dir():
-            raise PipelineError(f"{self.root} is a file, not an experiment directory; give the spec another `name:` or `storage:`")
+            raise PipelineError(
+                f"{self.root} is a file, not an experiment directory; give the spec another `name:` or `storage:`"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         self.spec_file.write_text(yaml.safe_dump(frozen, sort_keys=False))
         self.sync("spec.yaml")
@@ -212,8 +222,17 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 # Keys Ray adds to every result that say nothing about the training (kept out of epochs.parquet).
 _RAY_BOOKKEEPING = {
-    "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "date", "time_this_iter_s",
-    "time_since_restore", "iterations_since_restore", "config", "experiment_tag", "trial_id",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "done",
+    "training_iteration",
+    "date",
+    "time_this_iter_s",
+    "time_since_restore",
+    "iterations_since_restore",
+    "config",
+    "experiment_tag",
+    "trial_id",
 }
 
 
@@ -236,7 +255,9 @@ class StageCallback(tune.Callback):
     """
 
     def __init__(self, stage: str, param_names: list[str], metric: str, mode: str, total: int, max_epochs: int):
-        self.config = dict(stage=stage, param_names=list(param_names), metric=metric, mode=mode, total=total, max_epochs=max_epochs)
+        self.config = dict(
+            stage=stage, param_names=list(param_names), metric=metric, mode=mode, total=total, max_epochs=max_epochs
+        )
         self.stage, self.param_names, self.metric, self.mode = stage, list(param_names), metric, mode
         self.total, self.max_epochs = total, max_epochs
         self.tables: ResultsTables | None = None
@@ -278,7 +299,9 @@ class StageCallback(tune.Callback):
             fs, exp_path = trial.storage.storage_filesystem, Path(trial.storage.experiment_fs_path).parent.as_posix()
             prefix = "" if self.stage == "student" else f"{self.stage}_"
             if fs.type_name == "local":
-                self.tables = ResultsTables(Path(exp_path) / "results", self.param_names, self.metric, self.mode, prefix=prefix)
+                self.tables = ResultsTables(
+                    Path(exp_path) / "results", self.param_names, self.metric, self.mode, prefix=prefix
+                )
             else:
                 exp = Experiment(mirror_dir(exp_path), Remote(fs, exp_path, exp_path))
                 self.tables = exp.tables(self.param_names, self.metric, self.mode, prefix=prefix)
@@ -329,8 +352,10 @@ class StageCallback(tune.Callback):
             best = self.tables.best_trial()
             if best is not None:
                 params = ", ".join(f"{p}={_fmt(best.get(p))}" for p in self.param_names)
-                self._best_part = (f" | best {self.metric} {best[f'best_{self.metric}']:.4f} "
-                                   f"({best['trial_id']}{': ' + params if params else ''})")
+                self._best_part = (
+                    f" | best {self.metric} {best[f'best_{self.metric}']:.4f} "
+                    f"({best['trial_id']}{': ' + params if params else ''})"
+                )
         line += self._best_part
         if line != self._last_line:
             print(line, flush=True)
@@ -431,9 +456,12 @@ def init_ray(address: str | None = None, verbose: bool = False) -> bool:
             raise PipelineError(
                 f"the Ray cluster at {where} uses token authentication and refused this driver: set "
                 "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or ~/.ray/auth_token; "
-                "`ray get-auth-token` on the head prints it)") from None
-        raise PipelineError(f"cannot join the Ray cluster at {where} ({_short_error(e)}); check the address "
-                            "that `ray start --head` printed and that the head runs") from None
+                "`ray get-auth-token` on the head prints it)"
+            ) from None
+        raise PipelineError(
+            f"cannot join the Ray cluster at {where} ({_short_error(e)}); check the address "
+            "that `ray start --head` printed and that the head runs"
+        ) from None
     return address is None and not os.environ.get("RAY_ADDRESS")
 
 
@@ -457,13 +485,17 @@ def _preflight_models(spec: Spec, data: Dataset) -> None:
                 f"{_short_error(e)}. Choose another {role}.model in the spec"
             ) from None
         if tuple(out.shape) != (2, data.num_outputs):
-            raise PipelineError(f"{role}.model {model_name!r} gives outputs of shape {tuple(out.shape)[1:]}, expected ({data.num_outputs},)")
+            raise PipelineError(
+                f"{role}.model {model_name!r} gives outputs of shape {tuple(out.shape)[1:]}, expected ({data.num_outputs},)"
+            )
 
 
 def _write_data_summary(exp: Experiment, spec: Spec, data: Dataset, bits: float) -> None:
     """results/data.json: splits, classes, subclasses with their counts, and the label bits H(S|C)."""
-    counts = {name: np.bincount(data.split(name).subclass, minlength=data.num_subclasses).tolist()
-              for name in ("train", "val", "test")}
+    counts = {
+        name: np.bincount(data.split(name).subclass, minlength=data.num_subclasses).tolist()
+        for name in ("train", "val", "test")
+    }
     summary = {
         "source": data.name,
         "subclasses": spec.data.subclass_scheme,
@@ -521,7 +553,9 @@ def _check_resources(spec: Spec, wait_s: float = 0.0, printer: Callable[[str], N
     deadline = time.monotonic() + wait_s
     missing = _unplaceable(spec)
     if missing and wait_s > 0:
-        asks = ", ".join(f"{r}: cpu={getattr(spec, r).resources.cpu:g}, gpu={getattr(spec, r).resources.gpu:g}" for r in missing)
+        asks = ", ".join(
+            f"{r}: cpu={getattr(spec, r).resources.cpu:g}, gpu={getattr(spec, r).resources.gpu:g}" for r in missing
+        )
         printer(f"waiting up to {wait_s:.0f} s for a Ray node that can hold a trial ({asks})")
         while missing and time.monotonic() < deadline:
             time.sleep(min(5.0, max(deadline - time.monotonic(), 0.0)))
@@ -591,8 +625,14 @@ _CHECKPOINTS = tune.CheckpointConfig(num_to_keep=3)
 def _run_config(exp: Experiment, name: str, max_failures: int, callback: StageCallback) -> tune.RunConfig:
     """What every stage's Tuner shares: its place in the experiment, quiet output, the checkpoints kept,
     retries of trials whose worker died, and the callback that feeds the results tables."""
-    return tune.RunConfig(name=name, storage_path=exp.tune_location(), verbose=0, checkpoint_config=_CHECKPOINTS,
-                          failure_config=tune.FailureConfig(max_failures=max_failures), callbacks=[callback])
+    return tune.RunConfig(
+        name=name,
+        storage_path=exp.tune_location(),
+        verbose=0,
+        checkpoint_config=_CHECKPOINTS,
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        callbacks=[callback],
+    )
 
 
 def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> dict[str, Any]:
@@ -614,15 +654,28 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
     def make():
         searcher = None
         if ts.space:
-            searcher = ConcurrencyLimiter(OptunaSearch(sampler=make_sampler(spec.search.sampler, spec.seed)),
-                                          max_concurrent=spec.search.max_concurrent)
+            searcher = ConcurrencyLimiter(
+                OptunaSearch(sampler=make_sampler(spec.search.sampler, spec.seed)),
+                max_concurrent=spec.search.max_concurrent,
+            )
         return tune.Tuner(
             trainable,
             param_space=_tune_domains(ts.space),
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=ts.num_samples, search_alg=searcher, scheduler=InPlaceFIFO(),
-                                        max_concurrent_trials=spec.search.max_concurrent, trial_dirname_creator=_trial_dirname),
-            run_config=_run_config(exp, "teacher", spec.search.max_failures,
-                                   StageCallback("teacher", param_names, metric, mode, ts.num_samples, spec.teacher.epochs)),
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode=mode,
+                num_samples=ts.num_samples,
+                search_alg=searcher,
+                scheduler=InPlaceFIFO(),
+                max_concurrent_trials=spec.search.max_concurrent,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=_run_config(
+                exp,
+                "teacher",
+                spec.search.max_failures,
+                StageCallback("teacher", param_names, metric, mode, ts.num_samples, spec.teacher.epochs),
+            ),
         )
 
     grid = _tune_stage("teacher", exp, trainable, make).fit()
@@ -643,13 +696,16 @@ def run_teacher(spec: Spec, exp: Experiment, data: Dataset, resume_cmd: str) -> 
     info = {
         "checkpoint": exp.relative(checkpoint.path),
         "params": {p: _plain(v) for p, v in best.config.items() if p in ts.space},
-        "metrics": {k.removeprefix("best_"): v for k, v in row.items() if k.startswith("best_val_")} | {"epoch": int(row["best_epoch"]) if row.get("best_epoch") is not None else None},
+        "metrics": {k.removeprefix("best_"): v for k, v in row.items() if k.startswith("best_val_")}
+        | {"epoch": int(row["best_epoch"]) if row.get("best_epoch") is not None else None},
     }
     exp.mark_done("teacher", **info)
     return info
 
 
-def run_teacher_logits(spec: Spec, exp: Experiment, data: Dataset, teacher_info: dict, in_driver: bool = False) -> dict[str, np.ndarray]:
+def run_teacher_logits(
+    spec: Spec, exp: Experiment, data: Dataset, teacher_info: dict, in_driver: bool = False
+) -> dict[str, np.ndarray]:
     """The frozen teacher's logits of every split, computed once and cached in teacher_logits/.
 
     As a Ray task with the teacher's resources (on a GPU node where the teacher asks for one), or, with
@@ -705,7 +761,8 @@ def _write_subclass_diagnostics(exp: Experiment, data: Dataset, logits: dict[str
     os.replace(tmp, exp.results_dir / "subclasses.json")
     exp.sync("results/subclasses.json")
     return {k: out[k] for k in ("dead_share", "ami_test")} | {
-        "entropy_bits": [r["entropy_bits"] for r in out["per_class"]]}
+        "entropy_bits": [r["entropy_bits"] for r in out["per_class"]]
+    }
 
 
 def load_teacher_logits(exp: Experiment) -> dict[str, np.ndarray]:
@@ -767,11 +824,15 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
     def make():
         searcher = None
         if s.space:
-            searcher = ConcurrencyLimiter(OptunaSearch(sampler=make_sampler(s.sampler, spec.seed)), max_concurrent=s.max_concurrent)
+            searcher = ConcurrencyLimiter(
+                OptunaSearch(sampler=make_sampler(s.sampler, spec.seed)), max_concurrent=s.max_concurrent
+            )
         if s.scheduler.name == "asha":
             scheduler = InPlaceASHA(
-                time_attr="training_iteration", max_t=spec.student.epochs,
-                grace_period=min(s.scheduler.grace_period, spec.student.epochs), reduction_factor=s.scheduler.reduction_factor,
+                time_attr="training_iteration",
+                max_t=spec.student.epochs,
+                grace_period=min(s.scheduler.grace_period, spec.student.epochs),
+                reduction_factor=s.scheduler.reduction_factor,
             )
         else:
             scheduler = InPlaceFIFO()
@@ -779,11 +840,21 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
             trainable,
             param_space=_tune_domains(s.space),
             tune_config=tune.TuneConfig(
-                metric=s.metric, mode=s.mode, num_samples=s.num_samples, search_alg=searcher, scheduler=scheduler,
-                max_concurrent_trials=s.max_concurrent, reuse_actors=True, trial_dirname_creator=_trial_dirname,
+                metric=s.metric,
+                mode=s.mode,
+                num_samples=s.num_samples,
+                search_alg=searcher,
+                scheduler=scheduler,
+                max_concurrent_trials=s.max_concurrent,
+                reuse_actors=True,
+                trial_dirname_creator=_trial_dirname,
             ),
-            run_config=_run_config(exp, "student", s.max_failures,
-                                   StageCallback("student", param_names, s.metric, s.mode, s.num_samples, spec.student.epochs)),
+            run_config=_run_config(
+                exp,
+                "student",
+                s.max_failures,
+                StageCallback("student", param_names, s.metric, s.mode, s.num_samples, spec.student.epochs),
+            ),
         )
 
     grid = _tune_stage("student", exp, trainable, make).fit()
@@ -813,8 +884,11 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
     for trial_id in lost:
         tables.drop_trial(trial_id)
     if lost:
-        print(f"[student] dropped {len(lost)} trial(s) started just before a kill that Ray Tune had not recorded: "
-              f"{', '.join(lost)}", flush=True)
+        print(
+            f"[student] dropped {len(lost)} trial(s) started just before a kill that Ray Tune had not recorded: "
+            f"{', '.join(lost)}",
+            flush=True,
+        )
     tables.flush(force=True)
     if grid.num_terminated == 0:
         raise PipelineError(
@@ -826,17 +900,24 @@ def run_student_search(spec: Spec, exp: Experiment, data: Dataset, logits: dict[
 
 
 def run_export(spec: Spec, exp: Experiment, data: Dataset, tables: ResultsTables) -> dict[str, Any]:
-    from .export import export_student, load_student, evaluate_exported
+    from .export import evaluate_exported, export_student, load_student
 
     best = tables.best_trial()
     if best is None or not isinstance(best.get("checkpoint_path"), str):
         raise PipelineError(f"no student trial with a checkpoint to export; see {exp.results_dir / 'trials.parquet'}")
     params = {p: best[p] for p in spec.search.space}
     with tempfile.TemporaryDirectory() as scratch:
-        export_student(exp.export_dir, spec, data, exp.local_dir(best["checkpoint_path"], Path(scratch)), params, {
-            "trial_id": best["trial_id"],
-            **{k: best[k] for k in best if k.startswith("best_val_") or k == "best_epoch"},
-        })
+        export_student(
+            exp.export_dir,
+            spec,
+            data,
+            exp.local_dir(best["checkpoint_path"], Path(scratch)),
+            params,
+            {
+                "trial_id": best["trial_id"],
+                **{k: best[k] for k in best if k.startswith("best_val_") or k == "best_epoch"},
+            },
+        )
     model, meta = load_student(exp.export_dir)  # check the round trip: what a user will load
     test = evaluate_exported(model, meta, data.test.x, data.classes("test"))
     meta_path = exp.export_dir / "meta.json"
@@ -850,8 +931,9 @@ def run_export(spec: Spec, exp: Experiment, data: Dataset, tables: ResultsTables
     return {"trial_id": best["trial_id"], "params": params, "val": best.get(f"best_{spec.search.metric}"), "test": test}
 
 
-def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np.ndarray], search: ResultsTables,
-                resume_cmd: str):
+def run_methods(
+    spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np.ndarray], search: ResultsTables, resume_cmd: str
+):
     """The method table: the best search configuration as no-KD, KD and SKD (methods.py), each retrained
     with `methods.seeds` seeds as Ray Tune trials (experiment `final/`) and scored on the test split.
 
@@ -865,7 +947,9 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
 
     best = search.best_trial()
     if best is None:
-        raise PipelineError(f"no finished student trial to build the method table from; see {exp.results_dir / 'trials.parquet'}")
+        raise PipelineError(
+            f"no finished student trial to build the method table from; see {exp.results_dir / 'trials.parquet'}"
+        )
     params = {p: _plain(best[p]) for p in spec.search.space}
     chosen = spec.student_for(params)
     configs = method_params(params, chosen.w_kd, chosen.w_skd)
@@ -873,7 +957,9 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
     metric, mode = spec.search.metric, spec.search.mode
     res = spec.student.resources
     trainable = tune.with_resources(
-        tune.with_parameters(method_trainable, spec=spec, data=data, teacher_logits=logits["train"], method_params=configs),
+        tune.with_parameters(
+            method_trainable, spec=spec, data=data, teacher_logits=logits["train"], method_params=configs
+        ),
         {"cpu": res.cpu, "gpu": res.gpu},
     )
     total = len(METHODS) * len(seeds)
@@ -882,10 +968,21 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
         return tune.Tuner(
             trainable,
             param_space={"method": tune.grid_search(list(METHODS)), "seed": tune.grid_search(seeds)},
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, max_concurrent_trials=spec.search.max_concurrent, scheduler=InPlaceFIFO(),
-                                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
-            run_config=_run_config(exp, "final", spec.search.max_failures,
-                                   StageCallback("methods", ["method", "seed"], metric, mode, total, spec.student.epochs)),
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode=mode,
+                num_samples=1,
+                max_concurrent_trials=spec.search.max_concurrent,
+                scheduler=InPlaceFIFO(),
+                reuse_actors=True,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=_run_config(
+                exp,
+                "final",
+                spec.search.max_failures,
+                StageCallback("methods", ["method", "seed"], metric, mode, total, spec.student.epochs),
+            ),
         )
 
     grid = _tune_stage("final", exp, trainable, make).fit()
@@ -900,11 +997,21 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
         cfg, last = result.config, result.metrics or {}
         trial_id = last.get("trial_id") or Path(result.path).name.split("_", 2)[-1]
         student = spec.student_for(configs[cfg["method"]])
-        row: dict[str, Any] = {"method": cfg["method"], "seed": int(cfg["seed"]), "trial_id": trial_id,
-                               "status": "ERROR" if result.error else "TERMINATED"}
+        row: dict[str, Any] = {
+            "method": cfg["method"],
+            "seed": int(cfg["seed"]),
+            "trial_id": trial_id,
+            "status": "ERROR" if result.error else "TERMINATED",
+        }
         row |= {p: configs[cfg["method"]].get(p) for p in spec.search.space}
-        row |= {"temperature": student.temperature, "w_ce": student.w_ce, "w_kd": student.w_kd, "w_skd": student.w_skd,
-                "lr": student.lr, "best_epoch": last.get("best_epoch")}
+        row |= {
+            "temperature": student.temperature,
+            "w_ce": student.w_ce,
+            "w_kd": student.w_kd,
+            "w_skd": student.w_skd,
+            "lr": student.lr,
+            "best_epoch": last.get("best_epoch"),
+        }
         if trial_id in per_trial.index:
             mine = per_trial.loc[trial_id]
             row |= {c.removeprefix("best_"): mine[c] for c in per_trial.columns if c.startswith("best_val_")}
@@ -924,8 +1031,14 @@ def run_methods(spec: Spec, exp: Experiment, data: Dataset, logits: dict[str, np
             f"every method-table run failed; the first error: {_short_error(grid.errors[0] if grid.errors else None)}. "
             f"Each run's error text is in {exp.results_dir / 'methods.parquet'} (column `error`)"
         )
-    exp.mark_done("methods", seeds=seeds, from_trial=best["trial_id"], params=configs, errored=grid.num_errors,
-                  table=table.to_dict("records"))
+    exp.mark_done(
+        "methods",
+        seeds=seeds,
+        from_trial=best["trial_id"],
+        params=configs,
+        errored=grid.num_errors,
+        table=table.to_dict("records"),
+    )
     return table
 
 
@@ -947,8 +1060,15 @@ class RunSummary:
     seconds: float = 0.0
 
 
-def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printer: Callable[[str], None] = print,
-        resume_cmd: str = "skd-tune run SPEC", node_wait_s: float | None = None) -> RunSummary:
+def run(
+    spec: Spec,
+    *,
+    address: str | None = None,
+    verbose: bool = False,
+    printer: Callable[[str], None] = print,
+    resume_cmd: str = "skd-tune run SPEC",
+    node_wait_s: float | None = None,
+) -> RunSummary:
     """Run (or resume) every stage of the experiment the spec describes.
 
     `node_wait_s`: on a joined cluster, how long to wait for a node that can hold a trial (default 300 s;
@@ -977,7 +1097,9 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     _write_data_summary(exp, spec, data, bits)
     stopped = stop_orphans(exp.root)
     if stopped:
-        printer(f"stopped {stopped} local Ray process(es) left behind by an earlier driver of this experiment that was killed")
+        printer(
+            f"stopped {stopped} local Ray process(es) left behind by an earlier driver of this experiment that was killed"
+        )
     local = address is None and not os.environ.get("RAY_ADDRESS")
     ray_up = False
 
@@ -1008,9 +1130,11 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
     diag = exp.stage_done("teacher_logits").get("subclasses")
     if diag:
         ents = ", ".join(f"{e:.2f}" for e in diag["entropy_bits"])
-        printer(f"[teacher] {data.outputs_per_group} outputs per {'class' if data.invented else 'subclass'}: entropy of their use "
-                f"per class {ents} bits (max {np.log2(data.outputs_per_group):.2f}), dead {diag['dead_share']:.0%}, "
-                f"AMI with the known subclasses on test {diag['ami_test']:.3f}")
+        printer(
+            f"[teacher] {data.outputs_per_group} outputs per {'class' if data.invented else 'subclass'}: entropy of their use "
+            f"per class {ents} bits (max {np.log2(data.outputs_per_group):.2f}), dead {diag['dead_share']:.0%}, "
+            f"AMI with the known subclasses on test {diag['ami_test']:.3f}"
+        )
 
     if exp.stage_done("student"):
         tables = exp.tables(list(spec.search.space), spec.search.metric, spec.search.mode)
@@ -1031,9 +1155,18 @@ def run(spec: Spec, *, address: str | None = None, verbose: bool = False, printe
         if exp.stage_done("methods"):
             table = pd.read_parquet(exp.results_dir / "methods_summary.parquet")
         else:
-            printer(f"[methods] retraining the best configuration as no-KD, KD and SKD with {spec.methods.seeds} seed(s) each")
+            printer(
+                f"[methods] retraining the best configuration as no-KD, KD and SKD with {spec.methods.seeds} seed(s) each"
+            )
             need_ray()
             table = run_methods(spec, exp, data, logits, tables, resume_cmd)
         printer(f"[methods] test metrics, mean ± std over seeds:\n{format_method_table(table)}")
-    return RunSummary(exp.root, resumed, bits, {"val": teacher["metrics"], "test": teacher_test}, best, table,
-                      time.perf_counter() - t0)
+    return RunSummary(
+        exp.root,
+        resumed,
+        bits,
+        {"val": teacher["metrics"], "test": teacher_test},
+        best,
+        table,
+        time.perf_counter() - t0,
+    )

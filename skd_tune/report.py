@@ -119,7 +119,11 @@ def _load_experiment(path: str | Path) -> _Experiment:
     name, search, seeds = _read_spec(root / "spec.yaml")
     results = root / "results"
     return _Experiment(
-        root=root, name=name, search=search, seeds=seeds, state=_read_state(root / "state.json"),
+        root=root,
+        name=name,
+        search=search,
+        seeds=seeds,
+        state=_read_state(root / "state.json"),
         trials=_read_parquet(results / "trials.parquet", root),
         epochs=_read_parquet(results / "epochs.parquet", root),
         teacher_trials=_read_parquet(results / "teacher_trials.parquet", root),
@@ -180,8 +184,10 @@ def _read_state(path: Path) -> dict[str, Any]:
             "not recomputed), then run the report again"
         ) from None
     if not isinstance(state, dict) or not isinstance(state.get("stages", {}), dict):
-        raise NotAnExperiment(f"{path}: not an skd-tune state file (no `stages` mapping); delete it and run "
-                              f"`skd-tune run {path.parent}` to rebuild it")
+        raise NotAnExperiment(
+            f"{path}: not an skd-tune state file (no `stages` mapping); delete it and run "
+            f"`skd-tune run {path.parent}` to rebuild it"
+        )
     return state
 
 
@@ -211,8 +217,10 @@ def _read_json(path: Path, root: Path) -> dict[str, Any] | None:
 
 
 def _json_damaged(path: Path, root: Path, reason: str) -> str:
-    return (f"{path}: {reason}. It was damaged; delete it and resume the run with `skd-tune run {root}`, "
-            "which writes it again, then run the report again")
+    return (
+        f"{path}: {reason}. It was damaged; delete it and resume the run with `skd-tune run {root}`, "
+        "which writes it again, then run the report again"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,8 +372,10 @@ def _methods_missing(exp: _Experiment) -> str:
     if exp.methods_trials is not None and not exp.methods_trials.empty:
         finished = int((exp.methods_trials.get("status", pd.Series(dtype=str)) == "TERMINATED").sum())
         return f"The method stage is running: {finished} of {total} runs finished (no results/methods.parquet yet)."
-    return (f"The method stage has not run yet (no results/methods.parquet): it retrains the best configuration as "
-            f"no-KD, KD and SKD with {exp.seeds} seed(s) each once the search and the export are done.")
+    return (
+        f"The method stage has not run yet (no results/methods.parquet): it retrains the best configuration as "
+        f"no-KD, KD and SKD with {exp.seeds} seed(s) each once the search and the export are done."
+    )
 
 
 def _mean_std(mean: float, std: float) -> str:
@@ -389,9 +399,14 @@ def _methods_section(exp: _Experiment, table: pd.DataFrame | None, plots: _Plots
         rows.append(cells + [_mean_std(rec[f"{m}_mean"], rec[f"{m}_std"]) for m in TEST_METRICS])
     sec.blocks.append(_Table(header, rows))
     gains = method_gains(table)
-    sec.blocks.append("F1 gains: " + "; ".join(
-        f"{k.replace(' - ', ' − ')} {'-' if math.isnan(v) else f'{v:+.4f} ({v * 100:+.2f} points)'}" for k, v in gains.items()
-    ) + ".")
+    sec.blocks.append(
+        "F1 gains: "
+        + "; ".join(
+            f"{k.replace(' - ', ' − ')} {'-' if math.isnan(v) else f'{v:+.4f} ({v * 100:+.2f} points)'}"
+            for k, v in gains.items()
+        )
+        + "."
+    )
     image = _plot_methods(table, plots)
     if image is not None:
         sec.blocks.append(image)
@@ -408,8 +423,12 @@ def _plot_methods(table: pd.DataFrame, plots: _Plots) -> _Image | None:
     names = rows["method"].tolist()
     means = rows["f1_mean"].to_numpy(float)
     stds = np.nan_to_num(rows["f1_std"].to_numpy(float))
-    colours = ["tab:gray" if m == "teacher" else {"no-KD": "tab:red", "KD": "tab:orange", "SKD": "tab:green"}.get(m, "tab:blue")
-               for m in names]
+    colours = [
+        "tab:gray"
+        if m == "teacher"
+        else {"no-KD": "tab:red", "KD": "tab:orange", "SKD": "tab:green"}.get(m, "tab:blue")
+        for m in names
+    ]
     bars = ax.bar(names, means, yerr=stds, capsize=6, color=colours, edgecolor="black")
     for bar, method in zip(bars, names):
         if method == "teacher":
@@ -434,20 +453,27 @@ def _teacher_section(exp: _Experiment) -> _Section:
         col = exp.best_col
         if tt is not None and not tt.empty and col in tt and tt[col].notna().any():
             row = tt.iloc[0].to_dict()
-            sec.blocks.append(f"The teacher is still training: {_epochs_cell(row)} epochs so far, best {exp.metric} "
-                              f"{_fmt_metric(row.get(col))} (epoch {_fmt(row.get('best_epoch'))}).")
+            sec.blocks.append(
+                f"The teacher is still training: {_epochs_cell(row)} epochs so far, best {exp.metric} "
+                f"{_fmt_metric(row.get(col))} (epoch {_fmt(row.get('best_epoch'))})."
+            )
         else:
             sec.blocks.append("The teacher has not reported an epoch yet.")
         return sec
     val = teacher.get("metrics") or {}
-    names = [m for m in ("f1", "accuracy", "auc", "precision", "recall", "loss", "subclass_accuracy")
-             if f"val_{m}" in val or (test and m in test)]
+    names = [
+        m
+        for m in ("f1", "accuracy", "auc", "precision", "recall", "loss", "subclass_accuracy")
+        if f"val_{m}" in val or (test and m in test)
+    ]
     rows = [[f"validation (epoch {_fmt(val.get('epoch'))})"] + [_fmt_metric(val.get(f"val_{m}")) for m in names]]
     if test:
         rows.append(["test"] + [_fmt_metric(test.get(m)) for m in names])
     sec.blocks.append(_Table(["split"] + names, rows))
     if not test:
-        sec.blocks.append("The teacher's test metrics come with its cached logits (stage teacher_logits), not there yet.")
+        sec.blocks.append(
+            "The teacher's test metrics come with its cached logits (stage teacher_logits), not there yet."
+        )
     return sec
 
 
@@ -478,14 +504,25 @@ def _leaderboard_rows(exp: _Experiment, top: int) -> tuple[list[str], list[list[
     header = ["rank", "trial", exp.metric, "epochs", "best epoch", "status"] + params
     rows = []
     for i, rec in enumerate(ranked.to_dict("records"), start=1):
-        rows.append([str(i), str(rec["trial_id"]), _fmt_metric(rec[exp.best_col]), _epochs_cell(rec),
-                     _fmt(rec.get("best_epoch")), str(rec.get("status", "-"))] + [_fmt(rec.get(p)) for p in params])
+        rows.append(
+            [
+                str(i),
+                str(rec["trial_id"]),
+                _fmt_metric(rec[exp.best_col]),
+                _epochs_cell(rec),
+                _fmt(rec.get("best_epoch")),
+                str(rec.get("status", "-")),
+            ]
+            + [_fmt(rec.get(p)) for p in params]
+        )
     return header, rows
 
 
 def _no_trial_sentence(exp: _Experiment) -> str:
-    return (f"No student trial has reported yet (results/trials.parquet has no {exp.best_col}); "
-            "the search writes it as trials finish epochs.")
+    return (
+        f"No student trial has reported yet (results/trials.parquet has no {exp.best_col}); "
+        "the search writes it as trials finish epochs."
+    )
 
 
 def _leaderboard_section(exp: _Experiment, top: int) -> _Section:
@@ -496,7 +533,9 @@ def _leaderboard_section(exp: _Experiment, top: int) -> _Section:
         sec.blocks.append(_no_trial_sentence(exp))
         return sec
     n = len(_reported(exp))
-    sec.blocks.append(f"{len(rows)} of the {n} trials that reported; epochs: trained / allowed (fewer: stopped early by the scheduler).")
+    sec.blocks.append(
+        f"{len(rows)} of the {n} trials that reported; epochs: trained / allowed (fewer: stopped early by the scheduler)."
+    )
     sec.blocks.append(_Table(header, rows))
     return sec
 
@@ -510,8 +549,11 @@ def _curves_section(exp: _Experiment, top: int, plots: _Plots) -> _Section:
         return sec
     ids = ranked["trial_id"].head(min(top, CURVES_MAX)).tolist()
     image = _plot_curves(exp, ids, plots)
-    sec.blocks.append(image if image is not None else
-                      f"No learning curves: results/epochs.parquet is not written yet or has no {exp.metric} column.")
+    sec.blocks.append(
+        image
+        if image is not None
+        else f"No learning curves: results/epochs.parquet is not written yet or has no {exp.metric} column."
+    )
     image = _plot_history(exp, ranked, plots)
     if image is not None:
         sec.blocks.append(image)
@@ -565,7 +607,9 @@ def _plot_history(exp: _Experiment, ranked: pd.DataFrame, plots: _Plots) -> _Ima
     statuses = df.get("status", pd.Series(["TERMINATED"] * len(df))).astype(str).to_numpy()
     for status in sorted(set(statuses)):
         mask = statuses == status
-        ax.scatter(order[mask], values[mask], color=STATUS_COLOURS.get(status, "tab:purple"), label=status.lower(), zorder=3)
+        ax.scatter(
+            order[mask], values[mask], color=STATUS_COLOURS.get(status, "tab:purple"), label=status.lower(), zorder=3
+        )
     ax.step(order, best, where="post", color="black", linewidth=1.5, label=f"best so far ({exp.search.mode})")
     ax.set_xlabel("trial, in the order trials started")
     _integer_x(ax)
@@ -599,7 +643,9 @@ def _params_section(exp: _Experiment, plots: _Plots) -> _Section:
     return sec
 
 
-def _plot_numeric(exp: _Experiment, ranked: pd.DataFrame, name: str, dist: Distribution, plots: _Plots) -> _Image | None:
+def _plot_numeric(
+    exp: _Experiment, ranked: pd.DataFrame, name: str, dist: Distribution, plots: _Plots
+) -> _Image | None:
     """Scatter of the metric against a numeric parameter (log x for loguniform)."""
     x = pd.to_numeric(ranked[name], errors="coerce").to_numpy(float)
     y = ranked[exp.best_col].to_numpy(float)
@@ -610,14 +656,26 @@ def _plot_numeric(exp: _Experiment, ranked: pd.DataFrame, name: str, dist: Distr
     ax = fig.add_subplot()
     ax.scatter(x[ok], y[ok], alpha=0.8, edgecolor="black", linewidth=0.5, zorder=3)
     if ok[0]:
-        ax.scatter(x[:1], y[:1], marker="*", s=220, color="gold", edgecolor="black", zorder=4, label=f"best ({ranked['trial_id'].iloc[0]})")
+        ax.scatter(
+            x[:1],
+            y[:1],
+            marker="*",
+            s=220,
+            color="gold",
+            edgecolor="black",
+            zorder=4,
+            label=f"best ({ranked['trial_id'].iloc[0]})",
+        )
         fig.legend(loc="outside lower right", fontsize=8, frameon=False)
     if dist.kind == "loguniform":
         _log_axis(ax)
     low, high = getattr(dist, dist.kind)
     if low < high:
         pad = 0.0 if dist.kind == "loguniform" else 0.03 * (high - low)
-        ax.set_xlim(low / 1.1 if dist.kind == "loguniform" else low - pad, high * 1.1 if dist.kind == "loguniform" else high + pad)
+        ax.set_xlim(
+            low / 1.1 if dist.kind == "loguniform" else low - pad,
+            high * 1.1 if dist.kind == "loguniform" else high + pad,
+        )
     ax.set_xlabel(f"{name} ({dist.kind} [{_fmt(low)}, {_fmt(high)}])")
     ax.set_ylabel(f"best {exp.metric}")
     ax.grid(alpha=0.3)
@@ -654,8 +712,13 @@ def _plot_choice(exp: _Experiment, ranked: pd.DataFrame, name: str, dist: Distri
     fig = _figure(6.0, 4.0)
     ax = fig.add_subplot()
     positions = np.arange(1, len(groups) + 1)
-    ax.boxplot([g for _, g in groups], positions=positions, tick_labels=[f"{c}\n(n={len(g)})" for c, g in groups],
-               widths=0.5, showfliers=False)
+    ax.boxplot(
+        [g for _, g in groups],
+        positions=positions,
+        tick_labels=[f"{c}\n(n={len(g)})" for c, g in groups],
+        widths=0.5,
+        showfliers=False,
+    )
     rng = np.random.default_rng(0)  # jitter only: fixed so the picture does not change between runs
     for pos, (_, g) in zip(positions, groups):
         ax.scatter(pos + rng.uniform(-0.12, 0.12, len(g)), g, alpha=0.7, s=18, color="tab:blue", zorder=3)
@@ -711,14 +774,19 @@ def _importances(exp: _Experiment) -> tuple[dict[str, float] | None, str, int]:
             continue  # a value outside its distribution (the space was edited after the trial ran)
     n = len(trials)
     if n < MIN_TRIALS_FOR_IMPORTANCE:
-        return None, (f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} finished trials; "
-                      f"{n} finished so far."), n
+        return (
+            None,
+            (f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} finished trials; {n} finished so far."),
+            n,
+        )
     if np.ptp([t.value for t in trials]) == 0:
         return None, f"All {n} finished trials have the same {exp.metric}, so no parameter explains anything.", n
     study = optuna.create_study(direction="maximize" if exp.search.mode == "max" else "minimize")
     study.add_trials(trials)
     try:
-        imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        imp = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
     except RuntimeError as e:  # fANOVA's "zero total variance": the forest found nothing to explain
         return None, f"fANOVA could not rank the parameters ({e}).", n
     if not imp:
@@ -740,10 +808,16 @@ def _importance_section(exp: _Experiment, plots: _Plots) -> _Section:
     if imp is None:
         sec.blocks.append(why)
         return sec
-    sec.blocks.append(f"How much of the variance of {exp.metric} each parameter explains, over {n} finished trials "
-                      "(Optuna's FanovaImportanceEvaluator, seed 0; the importances sum to 1).")
-    sec.blocks.append(_Table(["rank", "parameter", "importance"],
-                             [[str(i), p, f"{v:.4f}"] for i, (p, v) in enumerate(imp.items(), start=1)]))
+    sec.blocks.append(
+        f"How much of the variance of {exp.metric} each parameter explains, over {n} finished trials "
+        "(Optuna's FanovaImportanceEvaluator, seed 0; the importances sum to 1)."
+    )
+    sec.blocks.append(
+        _Table(
+            ["rank", "parameter", "importance"],
+            [[str(i), p, f"{v:.4f}"] for i, (p, v) in enumerate(imp.items(), start=1)],
+        )
+    )
     sec.blocks.append(_plot_importances(imp, exp.metric, plots))
     return sec
 
@@ -793,7 +867,9 @@ def _subclass_table(data: dict[str, Any]) -> _Table | None:
         return None
     classes = data.get("class_names") or []
     to_class = data.get("subclass_to_class") or []
-    splits = [s for s in ("train", "val", "test") if s in counts] + [s for s in counts if s not in ("train", "val", "test")]
+    splits = [s for s in ("train", "val", "test") if s in counts] + [
+        s for s in counts if s not in ("train", "val", "test")
+    ]
     rows = []
     for i, name in enumerate(names):
         c = to_class[i] if i < len(to_class) else None
@@ -816,12 +892,20 @@ def _plot_subclass_counts(data: dict[str, Any], plots: _Plots) -> _Image | None:
     colours = [palette[int(c) % len(palette)] for c in to_class]
     ax.bar(range(len(names)), counts, color=colours, edgecolor="black")
     crowded = sum(len(n) for n in names) > 60  # long names: slant them so they do not overlap
-    ax.set_xticks(range(len(names)), names, rotation=40 if crowded else 0, ha="right" if crowded else "center", fontsize=8)
+    ax.set_xticks(
+        range(len(names)), names, rotation=40 if crowded else 0, ha="right" if crowded else "center", fontsize=8
+    )
     from matplotlib.patches import Patch
 
     seen = sorted(set(int(c) for c in to_class))
-    fig.legend(handles=[Patch(color=palette[c % len(palette)], label=str(classes[c]) if c < len(classes) else str(c)) for c in seen],
-               title="class", fontsize=8, loc="outside right upper")
+    fig.legend(
+        handles=[
+            Patch(color=palette[c % len(palette)], label=str(classes[c]) if c < len(classes) else str(c)) for c in seen
+        ],
+        title="class",
+        fontsize=8,
+        loc="outside right upper",
+    )
     ax.set_ylabel("training samples")
     ax.grid(axis="y", alpha=0.3)
     bits = data.get("label_bits_train")
@@ -835,13 +919,23 @@ def _invented_blocks(sub: dict[str, Any]) -> list[str | _Table]:
         f"Invented subclass usage (scheme {sub.get('scheme', '?')}): how evenly each class uses its subclasses "
         f"(entropy against its maximum) and the share of subclasses no training sample falls in."
     ]
-    rows = [[str(r.get("class", "?")), _fmt_metric(r.get("entropy_bits")), _fmt_metric(r.get("max_entropy_bits")),
-             _fmt_metric(r.get("dead_share"))] for r in sub.get("per_class") or [] if isinstance(r, dict)]
+    rows = [
+        [
+            str(r.get("class", "?")),
+            _fmt_metric(r.get("entropy_bits")),
+            _fmt_metric(r.get("max_entropy_bits")),
+            _fmt_metric(r.get("dead_share")),
+        ]
+        for r in sub.get("per_class") or []
+        if isinstance(r, dict)
+    ]
     if rows:
         blocks.append(_Table(["class", "entropy (bits)", "max entropy (bits)", "dead share"], rows))
     ami = sub.get("ami_test")
-    blocks.append(f"Overall dead share {_fmt_metric(sub.get('dead_share'))}; adjusted mutual information with the "
-                  f"known subclasses on the test split: {_fmt_metric(ami) if ami is not None else 'not available'}.")
+    blocks.append(
+        f"Overall dead share {_fmt_metric(sub.get('dead_share'))}; adjusted mutual information with the "
+        f"known subclasses on the test split: {_fmt_metric(ami) if ami is not None else 'not available'}."
+    )
     return blocks
 
 
@@ -894,21 +988,34 @@ def _td_class(cell: str) -> str:
 def _to_html(exp: _Experiment, sections: list[_Section], plots: _Plots, generated: str) -> str:
     """index.html: inline CSS, no scripts, no external URLs; the PNGs by relative src."""
     e = html.escape
-    out = ["<!doctype html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           f"<title>skd-tune report: {e(exp.name)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-           f"<h1>skd-tune report: {e(exp.name)}</h1>", f'<p class="meta">experiment {e(str(exp.root))}, generated {e(generated)}</p>',
-           "<nav>" + "".join(f'<a href="#{e(s.anchor)}">{e(s.title.split(":")[0])}</a>' for s in sections) + "</nav>"]
+    out = [
+        "<!doctype html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>skd-tune report: {e(exp.name)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>skd-tune report: {e(exp.name)}</h1>",
+        f'<p class="meta">experiment {e(str(exp.root))}, generated {e(generated)}</p>',
+        "<nav>" + "".join(f'<a href="#{e(s.anchor)}">{e(s.title.split(":")[0])}</a>' for s in sections) + "</nav>",
+    ]
     for sec in sections:
         out.append(f'<section id="{e(sec.anchor)}">')
         out.append(f"<h2>{e(sec.title)}</h2>")
         for block in sec.blocks:
             if isinstance(block, _Table):
-                out.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in block.header) + "</tr></thead><tbody>")
+                out.append(
+                    "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in block.header) + "</tr></thead><tbody>"
+                )
                 out += ["<tr>" + "".join(f"<td{_td_class(c)}>{e(c)}</td>" for c in row) + "</tr>" for row in block.rows]
                 out.append("</tbody></table>")
             elif isinstance(block, _Image):
                 name = plots.paths[block.key].name
-                out.append(f'<figure><img src="{e(name)}" alt="{e(block.caption)}"><figcaption>{e(block.caption)}</figcaption></figure>')
+                out.append(
+                    f'<figure><img src="{e(name)}" alt="{e(block.caption)}"><figcaption>{e(block.caption)}</figcaption></figure>'
+                )
             else:
                 out.append(f"<p>{e(block)}</p>")
         out.append("</section>")
@@ -919,9 +1026,12 @@ def _to_html(exp: _Experiment, sections: list[_Section], plots: _Plots, generate
 def _to_text(exp: _Experiment, table: pd.DataFrame | None, top: int) -> str:
     """What the CLI prints: progress, the method table (or why there is none) and the top trials."""
     c = _counts(exp)
-    lines = [f"experiment {exp.name} at {exp.root}: stages done: {', '.join(s for s in STAGES if s in exp.stages) or 'none'}; "
-             f"student trials {c['TERMINATED']}/{exp.search.num_samples} terminated, {c['RUNNING']} running, "
-             f"{c['ERROR']} errored", ""]
+    lines = [
+        f"experiment {exp.name} at {exp.root}: stages done: {', '.join(s for s in STAGES if s in exp.stages) or 'none'}; "
+        f"student trials {c['TERMINATED']}/{exp.search.num_samples} terminated, {c['RUNNING']} running, "
+        f"{c['ERROR']} errored",
+        "",
+    ]
     if table is None:
         lines.append(_methods_missing(exp))
     else:
@@ -951,11 +1061,15 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def _prepare_out_dir(out_dir: Path) -> None:
     """Create the output directory, or say in one paragraph why it cannot be."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: is a file, not a directory; give --out a directory for the report (it is created if missing)")
+        raise UserError(
+            f"{out_dir}: is a file, not a directory; give --out a directory for the report (it is created if missing)"
+        )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"{out_dir}: cannot create the report directory ({e.strerror}); give --out a writable directory") from None
+        raise UserError(
+            f"{out_dir}: cannot create the report directory ({e.strerror}); give --out a writable directory"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------

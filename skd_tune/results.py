@@ -14,8 +14,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,8 +58,16 @@ class ResultsTables:
     resumed search keeps every epoch already recorded (duplicates by trial and epoch are dropped).
     """
 
-    def __init__(self, results_dir: Path, param_names: list[str], metric: str, mode: str, min_interval_s: float = 1.0,
-                 prefix: str = "", on_write: Callable[[list[Path]], None] | None = None):
+    def __init__(
+        self,
+        results_dir: Path,
+        param_names: list[str],
+        metric: str,
+        mode: str,
+        min_interval_s: float = 1.0,
+        prefix: str = "",
+        on_write: Callable[[list[Path]], None] | None = None,
+    ):
         self.dir = Path(results_dir)
         self.epochs_path = self.dir / f"{prefix}epochs.parquet"
         self.trials_path = self.dir / f"{prefix}trials.parquet"
@@ -123,9 +132,19 @@ class ResultsTables:
         self._epochs.append(row)
         self._set_trial(trial_id, params=params, status="RUNNING")
 
-    def _set_trial(self, trial_id: str, *, params: dict[str, Any] | None = None, status: str | None = None,
-                  checkpoint_path: str | None = None, error: str | None = None, max_epochs: int | None = None) -> None:
-        info = self._trials.setdefault(trial_id, {"trial_id": trial_id, "status": "PENDING", "checkpoint_path": None, "error": None})
+    def _set_trial(
+        self,
+        trial_id: str,
+        *,
+        params: dict[str, Any] | None = None,
+        status: str | None = None,
+        checkpoint_path: str | None = None,
+        error: str | None = None,
+        max_epochs: int | None = None,
+    ) -> None:
+        info = self._trials.setdefault(
+            trial_id, {"trial_id": trial_id, "status": "PENDING", "checkpoint_path": None, "error": None}
+        )
         if params is not None:
             info.update({p: params.get(p) for p in self.param_names})
         if status is not None:

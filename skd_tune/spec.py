@@ -114,7 +114,7 @@ class DataSpec(_Strict):
         return _one_of("dataset source", v, sorted(SOURCES))
 
     @model_validator(mode="after")
-    def _root_exists(self) -> "DataSpec":
+    def _root_exists(self) -> DataSpec:
         from .data import SOURCES
 
         schemes = SOURCES[self.source].subclass_schemes
@@ -125,11 +125,15 @@ class DataSpec(_Strict):
             )
         if self.invented:
             if self.subclasses_per_class is None:
-                raise ValueError("data.subclasses_per_class: required with data.subclasses: invented "
-                                 "(how many subclasses the teacher invents per class), e.g. subclasses_per_class: 4")
+                raise ValueError(
+                    "data.subclasses_per_class: required with data.subclasses: invented "
+                    "(how many subclasses the teacher invents per class), e.g. subclasses_per_class: 4"
+                )
             if self.outputs_per_subclass != 1:
-                raise ValueError("data.outputs_per_subclass: only for known subclasses; with data.subclasses: "
-                                 "invented, set data.subclasses_per_class instead")
+                raise ValueError(
+                    "data.outputs_per_subclass: only for known subclasses; with data.subclasses: "
+                    "invented, set data.subclasses_per_class instead"
+                )
         elif self.subclasses_per_class is not None:
             raise ValueError(
                 f"data.subclasses_per_class: only with data.subclasses: invented (got subclasses: "
@@ -223,8 +227,16 @@ class StudentSpec(_TrainSpec):
 
 # Student fields a search may vary (everything numeric that does not change the model's shape).
 SEARCHABLE = (
-    "temperature", "w_ce", "w_kd", "w_skd", "lr", "weight_decay", "batch_size",
-    "curriculum.pacing", "curriculum.start", "curriculum.full_at",
+    "temperature",
+    "w_ce",
+    "w_kd",
+    "w_skd",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "curriculum.pacing",
+    "curriculum.start",
+    "curriculum.full_at",
 )
 # Teacher fields its own (small) search may vary, under `search.teacher.space`.
 TEACHER_SEARCHABLE = ("beta", "t_aux", "lr", "weight_decay", "batch_size", "curriculum.pacing", "curriculum.start")
@@ -259,7 +271,7 @@ class Distribution(_Strict):
     choice: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Distribution":
+    def _exactly_one(self) -> Distribution:
         given = [k for k in ("uniform", "loguniform", "int", "choice") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
@@ -308,10 +320,12 @@ class TeacherSearchSpec(_Strict):
     space: dict[str, Distribution] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _space_for_several(self) -> "TeacherSearchSpec":
+    def _space_for_several(self) -> TeacherSearchSpec:
         if self.num_samples > 1 and not self.space:
-            raise ValueError(f"num_samples: {self.num_samples} teacher trials need a search.teacher.space to vary "
-                             f"(e.g. beta, t_aux, lr); with no space, set num_samples: 1")
+            raise ValueError(
+                f"num_samples: {self.num_samples} teacher trials need a search.teacher.space to vary "
+                f"(e.g. beta, t_aux, lr); with no space, set num_samples: 1"
+            )
         return self
 
 
@@ -408,8 +422,11 @@ def load_spec(path: str | Path) -> Spec:
     if is_uri(path):  # an experiment on shared storage: its frozen spec, pointed at where it lies
         root, remote = checkout(str(path))
         if not (root / "spec.yaml").exists():
-            raise SpecError(str(path), ["no spec.yaml there: not an skd-tune experiment"],
-                            "Give the URI of an experiment directory (it holds spec.yaml and state.json), or a local YAML spec.")
+            raise SpecError(
+                str(path),
+                ["no spec.yaml there: not an skd-tune experiment"],
+                "Give the URI of an experiment directory (it holds spec.yaml and state.json), or a local YAML spec.",
+            )
         spec = load_spec(root / "spec.yaml")
         base, _, query = str(path).partition("?")
         parent, _, name = base.rstrip("/").rpartition("/")
@@ -418,17 +435,24 @@ def load_spec(path: str | Path) -> Spec:
     if path.is_dir():
         frozen = path / "spec.yaml"
         if not frozen.exists():
-            raise SpecError(str(path), ["a directory without spec.yaml: not an skd-tune experiment"],
-                            "Give a YAML spec, or the directory of an experiment (it holds spec.yaml and state.json).")
+            raise SpecError(
+                str(path),
+                ["a directory without spec.yaml: not an skd-tune experiment"],
+                "Give a YAML spec, or the directory of an experiment (it holds spec.yaml and state.json).",
+            )
         spec = load_spec(frozen)
         root = path.resolve()
         return spec.model_copy(update={"name": root.name, "storage": str(root.parent)})
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise SpecError(str(path), ["file not found"], "Give the path of an existing YAML spec, e.g. search_spaces/digits.yaml.") from None
+        raise SpecError(
+            str(path), ["file not found"], "Give the path of an existing YAML spec, e.g. search_spaces/digits.yaml."
+        ) from None
     except OSError as e:
-        raise SpecError(str(path), [f"cannot read the file ({e.strerror})"], "Check the path and its permissions.") from None
+        raise SpecError(
+            str(path), [f"cannot read the file ({e.strerror})"], "Check the path and its permissions."
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -438,14 +462,18 @@ def load_spec(path: str | Path) -> Spec:
             where = f"line {mark.line + 1}, column {mark.column + 1}: "
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(
-            str(path), [f"{where}YAML syntax error: {problem}"], "Fix the YAML syntax at that line (indentation, a missing ':' or an unclosed bracket)."
+            str(path),
+            [f"{where}YAML syntax error: {problem}"],
+            "Fix the YAML syntax at that line (indentation, a missing ':' or an unclosed bracket).",
         ) from None
     return validate_spec(raw, source=str(path))
 
 
 def validate_spec(raw: Any, source: str = "<spec>") -> Spec:
     if not isinstance(raw, dict):
-        raise SpecError(source, [f"the top level must be a mapping of keys (name, data, teacher, ...), got {type(raw).__name__}"])
+        raise SpecError(
+            source, [f"the top level must be a mapping of keys (name, data, teacher, ...), got {type(raw).__name__}"]
+        )
     problems: list[str] = []
     spec = None
     try:
@@ -459,8 +487,11 @@ def validate_spec(raw: Any, source: str = "<spec>") -> Spec:
         problems.extend(_check_space(space, raw.get("student") if isinstance(raw.get("student"), dict) else {}))
     teacher_space = search.get("teacher", {}).get("space") if isinstance(search.get("teacher"), dict) else None
     if isinstance(teacher_space, dict):
-        problems.extend(_check_space(teacher_space, raw.get("teacher") if isinstance(raw.get("teacher"), dict) else {},
-                                     role="teacher"))
+        problems.extend(
+            _check_space(
+                teacher_space, raw.get("teacher") if isinstance(raw.get("teacher"), dict) else {}, role="teacher"
+            )
+        )
     if problems or spec is None:
         raise SpecError(source, _dedupe(problems))
     return spec
@@ -488,7 +519,9 @@ def _check_space(space: dict, student_raw: dict, role: str = "student") -> list[
                 # Only errors of this field: the other student fields are reported by the main pass.
                 for err in e.errors():
                     if tuple(str(p) for p in err["loc"][: key.count(".") + 1]) == tuple(key.split(".")):
-                        problems.append(f"{where}.{key}: {dist.kind} value {value!r} is not a valid {role}.{key}: {_message(err)}")
+                        problems.append(
+                            f"{where}.{key}: {dist.kind} value {value!r} is not a valid {role}.{key}: {_message(err)}"
+                        )
     return problems
 
 
@@ -549,6 +582,12 @@ def _message(err: dict) -> str:
         for prefix in ("Value error, ", "Assertion failed, "):
             msg = msg.removeprefix(prefix)
         msg = msg.replace("Input should be", "must be")
-    if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict) and ", got " not in msg and not (isinstance(err["input"], str) and repr(err["input"]) in msg):
+    if (
+        err["type"] != "missing"
+        and "input" in err
+        and not isinstance(err["input"], dict)
+        and ", got " not in msg
+        and not (isinstance(err["input"], str) and repr(err["input"]) in msg)
+    ):
         msg += f", got {err['input']!r}"
     return msg

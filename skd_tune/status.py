@@ -55,14 +55,23 @@ def experiment_status(path: str | Path) -> ExperimentStatus:
     except (yaml.YAMLError, json.JSONDecodeError, ValueError) as e:
         raise NotAnExperiment(f"{root}: spec.yaml or state.json is damaged ({str(e).splitlines()[0]})") from None
     stages = [s for s in STAGES if s in state.get("stages", {})]
-    status = ExperimentStatus(root, spec.name, stages, spec.search.num_samples, metric=spec.search.metric,
-                              params=list(spec.search.space), export=state["stages"].get("export"),
-                              method_seeds=spec.methods.seeds)
+    status = ExperimentStatus(
+        root,
+        spec.name,
+        stages,
+        spec.search.num_samples,
+        metric=spec.search.metric,
+        params=list(spec.search.space),
+        export=state["stages"].get("export"),
+        method_seeds=spec.methods.seeds,
+    )
     try:
         trials = read_table(root / "results" / "trials.parquet")
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid / ArrowIOError for a damaged file
-        raise NotAnExperiment(f"{root / 'results' / 'trials.parquet'}: cannot be read ({e}); delete it and "
-                              "resume the run to rebuild it from the Ray Tune experiment") from None
+        raise NotAnExperiment(
+            f"{root / 'results' / 'trials.parquet'}: cannot be read ({e}); delete it and "
+            "resume the run to rebuild it from the Ray Tune experiment"
+        ) from None
     counts = {"TERMINATED": 0, "RUNNING": 0, "ERROR": 0, "PENDING": 0}
     if trials is not None and not trials.empty:
         for st, n in trials["status"].value_counts().items():
@@ -99,8 +108,13 @@ def format_status(st: ExperimentStatus, resume_cmd: str | None = None) -> str:
     if st.label_bits is not None:
         lines.append(f"label bits the subclasses add: H(S|C) = {st.label_bits:.4f} bits per training sample")
     if st.best is not None:
-        params = ", ".join(f"{p}={st.best.get(p):.4g}" if isinstance(st.best.get(p), float) else f"{p}={st.best.get(p)}" for p in st.params)
-        lines.append(f"best so far: {st.best['trial_id']} {st.metric} {st.best[f'best_{st.metric}']:.4f} (epoch {int(st.best['best_epoch'])}){': ' + params if params else ''}")
+        params = ", ".join(
+            f"{p}={st.best.get(p):.4g}" if isinstance(st.best.get(p), float) else f"{p}={st.best.get(p)}"
+            for p in st.params
+        )
+        lines.append(
+            f"best so far: {st.best['trial_id']} {st.metric} {st.best[f'best_{st.metric}']:.4f} (epoch {int(st.best['best_epoch'])}){': ' + params if params else ''}"
+        )
     if st.export:
         t = st.export.get("test_metrics", {})
         lines.append(f"exported: {st.root / st.export.get('path', 'export')} (test f1 {t.get('f1', float('nan')):.4f})")

@@ -143,14 +143,16 @@ def _download(remote: Remote, rel: str, target: Path) -> None:
 def download_dir(remote: Remote, rel: str, local: Path) -> Path:
     """Download the directory `rel` of the experiment (e.g. a checkpoint) into `local`; returns `local`."""
     for path, _, _ in _files(remote, rel):
-        _download(remote, path, local / path[len(rel.strip('/')) + 1 :])
+        _download(remote, path, local / path[len(rel.strip("/")) + 1 :])
     return local
 
 
 def push(local_root: Path, remote: Remote, rel: str) -> None:
     """Upload `local_root/rel` (a file, or a directory with everything under it) to the storage."""
     source = Path(local_root) / rel
-    files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    files = (
+        [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    )
     for path in files:
         dest = remote.child(path.relative_to(local_root).as_posix())
         if remote.fs.type_name not in ("s3", "gcs"):  # object stores need (and want) no directory markers

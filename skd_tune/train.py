@@ -12,8 +12,8 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -84,8 +84,9 @@ class DeviceSplit:
     k: int = 1
 
     @classmethod
-    def from_numpy(cls, x: np.ndarray, subclass: np.ndarray, subclass_to_class: np.ndarray, scale: float, device,
-                   k: int = 1) -> "DeviceSplit":
+    def from_numpy(
+        cls, x: np.ndarray, subclass: np.ndarray, subclass_to_class: np.ndarray, scale: float, device, k: int = 1
+    ) -> DeviceSplit:
         # Arrays from Ray's object store are read-only: copy once here, never per batch.
         xt = torch.from_numpy(np.array(x, copy=True))
         if torch.device(device).type == "cuda":
@@ -179,7 +180,14 @@ def predict_logits(model: nn.Module, data: DeviceSplit, batch_size: int = 512) -
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceSplit, membership: torch.Tensor, positive_class: int, prefix: str = "val_", batch_size: int = 512) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    data: DeviceSplit,
+    membership: torch.Tensor,
+    positive_class: int,
+    prefix: str = "val_",
+    batch_size: int = 512,
+) -> dict[str, float]:
     """Class metrics (f1, accuracy, auc, precision, recall), class CE and subclass accuracy on `data`."""
     logits = predict_logits(model, data, batch_size)
     cls = class_logits(logits, membership.cpu())
@@ -227,7 +235,7 @@ def fit(
     batch_size: int,
     seed: int,
     start_epoch: int = 0,
-    curriculum: "Curriculum | None" = None,
+    curriculum: Curriculum | None = None,
     augment: bool = False,
 ) -> Iterator[dict[str, float]]:
     """Train from `start_epoch` to `epochs`, yielding each epoch's metrics (1-based `epoch`) after it.
@@ -240,8 +248,9 @@ def fit(
         if curriculum is not None and curriculum.pacing != "none":
             share = pacing_fraction(curriculum.pacing, epoch, epochs, curriculum.start, curriculum.full_at)
             subset = epoch_subset(curriculum.order, share)
-        metrics = train_one_epoch(model, optimizer, train, loss_fn, batch_size, seed=seed * 1_000_003 + epoch,
-                                  order=subset, augment=augment)
+        metrics = train_one_epoch(
+            model, optimizer, train, loss_fn, batch_size, seed=seed * 1_000_003 + epoch, order=subset, augment=augment
+        )
         metrics["train_share"] = share
         metrics.update(evaluate(model, val, membership, positive_class))
         metrics["epoch"] = epoch + 1
@@ -271,8 +280,11 @@ class CheckpointPolicy:
 
     def due(self, epoch: int, best_changed: bool, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        return (epoch >= self.last_epoch or now - self.last_saved >= self.interval_s
-                or (best_changed and epoch in self.decision_epochs))
+        return (
+            epoch >= self.last_epoch
+            or now - self.last_saved >= self.interval_s
+            or (best_changed and epoch in self.decision_epochs)
+        )
 
     def saved(self, now: float | None = None) -> None:
         self.last_saved = time.monotonic() if now is None else now
@@ -305,8 +317,13 @@ def membership_for(subclass_to_class: np.ndarray, device) -> torch.Tensor:
     return class_membership(torch.as_tensor(np.array(subclass_to_class, dtype=np.int64, copy=True))).to(device)
 
 
-def save_state(directory: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-               best: dict | None = None) -> None:
+def save_state(
+    directory: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    best: dict | None = None,
+) -> None:
     """Write a resumable checkpoint into `directory`: model, optimizer, finished epochs, and `best`
     ({"model": state_dict, "epoch": int, "value": float}: the best epoch so far, carried forward so the
     latest checkpoint alone holds everything and older ones can be deleted)."""
@@ -327,11 +344,15 @@ def load_state(directory: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint file missing; the checkpoint directory is incomplete. "
-                              "Delete that directory and run again") from None
+        raise CheckpointError(
+            f"{path}: checkpoint file missing; the checkpoint directory is incomplete. "
+            "Delete that directory and run again"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch's errors for a truncated/corrupt zip
-        raise CheckpointError(f"{path}: damaged checkpoint ({str(e).splitlines()[0]}). Delete that checkpoint "
-                              "directory and run again: the trial goes on from its previous checkpoint") from None
+        raise CheckpointError(
+            f"{path}: damaged checkpoint ({str(e).splitlines()[0]}). Delete that checkpoint "
+            "directory and run again: the trial goes on from its previous checkpoint"
+        ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not an skd-tune checkpoint (no model state in it)")
     return state

@@ -47,7 +47,9 @@ __all__ = ["method_trainable", "remote_teacher_logits", "student_trainable", "te
 def _device_split(data: Dataset, name: str, device) -> DeviceSplit:
     """Split `name` on the device, labelled with the teacher's target groups (see `Dataset.targets`)."""
     split = data.split(name)
-    return DeviceSplit.from_numpy(split.x, data.targets(name), data.group_to_class, data.scale, device, data.outputs_per_group)
+    return DeviceSplit.from_numpy(
+        split.x, data.targets(name), data.group_to_class, data.scale, device, data.outputs_per_group
+    )
 
 
 def _splits(data: Dataset, device) -> tuple[DeviceSplit, DeviceSplit]:
@@ -75,9 +77,23 @@ def _curriculum(role_spec, difficulty: np.ndarray | None, seed: int, device) -> 
     return Curriculum(c.pacing, c.start, c.full_at, order)
 
 
-def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batch_size: int, seed: int,
-         metric: str, mode: str, policy: CheckpointPolicy, curriculum: Curriculum | None = None, augment: bool = False,
-         test: DeviceSplit | None = None) -> None:
+def _run(
+    model,
+    optimizer,
+    loss_fn,
+    train,
+    val,
+    data: Dataset,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    metric: str,
+    mode: str,
+    policy: CheckpointPolicy,
+    curriculum: Curriculum | None = None,
+    augment: bool = False,
+    test: DeviceSplit | None = None,
+) -> None:
     """The shared epoch loop: resume from Tune's checkpoint, then report every epoch, with a checkpoint
     when `policy` says so; every checkpoint also carries the best epoch's weights (by `metric`, `mode`).
 
@@ -93,13 +109,33 @@ def _run(model, optimizer, loss_fn, train, val, data: Dataset, epochs: int, batc
         start_epoch = int(state["epoch"])
         best = state.get("best")
     membership = membership_for(data.output_to_class, train.x.device)
-    for metrics in fit(model, optimizer, loss_fn, train, val, membership, data.positive_class, epochs, batch_size, seed,
-                       start_epoch, curriculum=curriculum, augment=augment):
+    for metrics in fit(
+        model,
+        optimizer,
+        loss_fn,
+        train,
+        val,
+        membership,
+        data.positive_class,
+        epochs,
+        batch_size,
+        seed,
+        start_epoch,
+        curriculum=curriculum,
+        augment=augment,
+    ):
         value = float(metrics.get(metric, math.nan))
-        better = best is None or math.isnan(best["value"]) or (value > best["value"] if mode == "max" else value < best["value"])
+        better = (
+            best is None
+            or math.isnan(best["value"])
+            or (value > best["value"] if mode == "max" else value < best["value"])
+        )
         if better and not (best is not None and math.isnan(value)):
-            best = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                    "epoch": int(metrics["epoch"]), "value": value}
+            best = {
+                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "epoch": int(metrics["epoch"]),
+                "value": value,
+            }
             best_changed = True
         epoch = int(metrics["epoch"])
         if test is not None and epoch == epochs:
@@ -143,8 +179,22 @@ def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> N
         groups = membership_for(data.output_to_group, device)  # (G, S_out): the outputs of each group
         objective = TeacherLoss(groups, teacher.beta, teacher.t_aux)
     policy = CheckpointPolicy(spec.search.checkpoint_interval_s, teacher.epochs)  # the teacher's search is FIFO
-    _run(model, optimizer, teacher_loss(train, objective), train, val, data, teacher.epochs, teacher.batch_size, spec.seed,
-         spec.search.metric, spec.search.mode, policy, curriculum, teacher.augment)
+    _run(
+        model,
+        optimizer,
+        teacher_loss(train, objective),
+        train,
+        val,
+        data,
+        teacher.epochs,
+        teacher.batch_size,
+        spec.seed,
+        spec.search.metric,
+        spec.search.mode,
+        policy,
+        curriculum,
+        teacher.augment,
+    )
 
 
 def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None) -> None:
@@ -157,8 +207,14 @@ def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teac
     _train_student(student, spec, data, teacher_logits, seed=spec.seed)
 
 
-def method_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None,
-                     method_params: dict[str, dict[str, Any]]) -> None:
+def method_trainable(
+    config: dict[str, Any],
+    *,
+    spec: Spec,
+    data: Dataset,
+    teacher_logits: np.ndarray | None,
+    method_params: dict[str, dict[str, Any]],
+) -> None:
     """One run of the method table: `config` = {"method": "no-KD" | "KD" | "SKD", "seed": int}.
 
     Trains the method's student (`method_params[method]`, see methods.py) with that seed and reports,
@@ -168,7 +224,9 @@ def method_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teach
     _train_student(student, spec, data, teacher_logits, seed=int(config["seed"]), test=True)
 
 
-def _train_student(student, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None, seed: int, test: bool = False) -> None:
+def _train_student(
+    student, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None, seed: int, test: bool = False
+) -> None:
     set_threads(student.resources.cpu)
     torch.manual_seed(seed)
     device = pick_device()
@@ -192,8 +250,23 @@ def _train_student(student, spec: Spec, data: Dataset, teacher_logits: np.ndarra
     # The method table's runs are FIFO: no scheduler stops them early.
     decisions = frozenset() if test else spec.search.decision_epochs(student.epochs)
     policy = CheckpointPolicy(spec.search.checkpoint_interval_s, student.epochs, decisions)
-    _run(model, optimizer, student_loss(train, t_logits, objective), train, val, data, student.epochs,
-         student.batch_size, seed, spec.search.metric, spec.search.mode, policy, curriculum, student.augment, test_split)
+    _run(
+        model,
+        optimizer,
+        student_loss(train, t_logits, objective),
+        train,
+        val,
+        data,
+        student.epochs,
+        student.batch_size,
+        seed,
+        spec.search.metric,
+        spec.search.mode,
+        policy,
+        curriculum,
+        student.augment,
+        test_split,
+    )
 
 
 def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str, device=None) -> dict[str, np.ndarray]:

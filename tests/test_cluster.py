@@ -107,11 +107,21 @@ class LocalCluster:
 
     def _ray_start(self, node: str, args: list[str]) -> str:
         self.temp_dir(node).mkdir(parents=True, exist_ok=True)
-        cmd = [RAY, "start", *args, "--num-cpus=1", "--num-gpus=0", f"--memory={MEMORY}",
-               f"--object-store-memory={OBJECT_STORE}", "--disable-usage-stats",
-               f"--temp-dir={self.temp_dir(node)}", f"--dashboard-agent-listen-port={_free_port()}"]
-        proc = subprocess.Popen(cmd, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        cmd = [
+            RAY,
+            "start",
+            *args,
+            "--num-cpus=1",
+            "--num-gpus=0",
+            f"--memory={MEMORY}",
+            f"--object-store-memory={OBJECT_STORE}",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir(node)}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+        ]
+        proc = subprocess.Popen(
+            cmd, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         self.sessions[node] = proc.pid  # recorded before anything can fail: the teardown needs it
         try:
             out, _ = proc.communicate(timeout=120)
@@ -124,8 +134,9 @@ class LocalCluster:
 
     def start(self) -> None:
         self.port = _free_port()
-        out = self._ray_start("head", ["--head", f"--port={self.port}", "--include-dashboard=false",
-                                       f"--dashboard-port={_free_port()}"])
+        out = self._ray_start(
+            "head", ["--head", f"--port={self.port}", "--include-dashboard=false", f"--dashboard-port={_free_port()}"]
+        )
         m = re.search(r"Local node IP: (\S+)", out)
         assert m, out
         self.ip = m.group(1)  # the machine's own address: Ray does not bind the GCS to 127.0.0.1
@@ -136,8 +147,9 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         out = ""
         while time.monotonic() < deadline:
-            r = subprocess.run([RAY, "status", f"--address={self.address}"], env=self.env(), capture_output=True,
-                               text=True, timeout=60)
+            r = subprocess.run(
+                [RAY, "status", f"--address={self.address}"], env=self.env(), capture_output=True, text=True, timeout=60
+            )
             out = r.stdout + r.stderr
             active = out.split("Active:", 1)[-1].split("Pending:", 1)[0] if "Active:" in out else ""
             if len(re.findall(r"\bnode_[0-9a-f]+", active)) >= n:
@@ -177,8 +189,11 @@ class LocalCluster:
 
     def driver_pids(self) -> list[int]:
         """pids of the drivers that connected to the cluster (their core-driver logs, in the node they attached to)."""
-        return [int(log.stem.rsplit("_", 1)[1]) for node in NODES
-                for log in self.temp_dir(node).glob("session_*/logs/python-core-driver-*_*.log")]
+        return [
+            int(log.stem.rsplit("_", 1)[1])
+            for node in NODES
+            for log in self.temp_dir(node).glob("session_*/logs/python-core-driver-*_*.log")
+        ]
 
     def stop(self, grace_s: float = 3.0) -> list[int]:
         """SIGTERM every process of the cluster, SIGKILL what is left after `grace_s`; the pids still alive."""
@@ -252,12 +267,17 @@ def cluster_env(cluster, monkeypatch):
 
 
 def _spec(tmp_path: Path) -> Path:
-    spec = deep_update(TINY_SPEC, {
-        "name": "cluster",
-        "storage": str(tmp_path / "shared"),  # an absolute path every node reaches (one disk here; NFS/EFS on a real cluster)
-        "student": {"epochs": 20},  # ~0.1-0.2 s each: long enough that trials on the two nodes overlap
-        "search": {"num_samples": 4, "max_concurrent": 2, "scheduler": {"name": "fifo"}},
-    })
+    spec = deep_update(
+        TINY_SPEC,
+        {
+            "name": "cluster",
+            "storage": str(
+                tmp_path / "shared"
+            ),  # an absolute path every node reaches (one disk here; NFS/EFS on a real cluster)
+            "student": {"epochs": 20},  # ~0.1-0.2 s each: long enough that trials on the two nodes overlap
+            "search": {"num_samples": 4, "max_concurrent": 2, "scheduler": {"name": "fifo"}},
+        },
+    )
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -301,8 +321,9 @@ def test_search_runs_trials_on_both_nodes(cluster_env, tmp_path):
     # Two trials on different nodes ran at the same time (1 CPU per node, 2 concurrent trials).
     spans = epochs.groupby(["node", "trial_id"])["timestamp"].agg(["min", "max"]).reset_index()
     head, worker = (spans[spans["node"] == n] for n in NODES)
-    overlap = any(a["min"] <= b["max"] and b["min"] <= a["max"]
-                  for _, a in head.iterrows() for _, b in worker.iterrows())
+    overlap = any(
+        a["min"] <= b["max"] and b["min"] <= a["max"] for _, a in head.iterrows() for _, b in worker.iterrows()
+    )
     assert overlap, spans
 
     # Fetching results (cluster/README.md): spec.yaml, state.json, results/ and export/ are all that status,
@@ -335,7 +356,10 @@ def test_trial_that_fits_no_single_node_is_refused_after_the_wait(cluster_env, t
     r = run_cli("run", str(path), "--address", cluster_env.address, "--node-wait", "2", cwd=tmp_path, timeout=180)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "waiting up to 2 s for a Ray node that can hold a trial (student: cpu=2, gpu=0)" in r.stdout
-    assert "error: student.resources asks for cpu=2, gpu=0 on one node, but no node of the Ray cluster has that" in r.stderr
+    assert (
+        "error: student.resources asks for cpu=2, gpu=0 on one node, but no node of the Ray cluster has that"
+        in r.stderr
+    )
     assert "its nodes have: cpu=1, gpu=0" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -345,12 +369,22 @@ def test_explicit_address_needs_token_mode(cluster):
     even though the right token is in the environment (documented in cluster/README.md)."""
     env = {k: v for k, v in cluster.env().items() if k != "RAY_AUTH_MODE"}
     env["RAY_gcs_server_port_wait_time_s"] = "1"  # ray.init retries a refused connection for ~20 s by default
-    r = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address={cluster.address!r})"], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", f"import ray; ray.init(address={cluster.address!r})"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0
     assert "InvalidAuthToken" in r.stderr, r.stderr[-3000:]
-    ok = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address={cluster.address!r}); "
-                         "print(len(ray.nodes()))"], env=cluster.env(), capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-c", f"import ray; ray.init(address={cluster.address!r}); print(len(ray.nodes()))"],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0 and ok.stdout.split()[-1] == "2", ok.stdout + ok.stderr[-3000:]
 
 

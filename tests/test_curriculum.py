@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from skd_tune.curriculum import PACING, STEPS, curriculum_order, epoch_subset, pacing_fraction, teacher_difficulty
-from skd_tune.train import Curriculum, DeviceSplit, fit, make_optimizer, membership_for
 from skd_tune.models import build_model
+from skd_tune.train import Curriculum, DeviceSplit, fit, make_optimizer, membership_for
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,7 +43,7 @@ def test_pacing_properties(pacing, start, full_at):
         ("linear", 0.2 + 0.8 * 0.4),
         ("root", math.sqrt(0.04 + 0.96 * 0.4)),
         ("step", 0.2 + 0.8 * math.floor(STEPS * 0.4) / STEPS),
-        ("exponential", 0.2 ** 0.6),
+        ("exponential", 0.2**0.6),
     ],
 )
 def test_pacing_formulas(pacing, expected):
@@ -103,8 +103,9 @@ def test_training_uses_the_paced_subset_each_epoch(pacing):
     membership = membership_for(s2c, "cpu")
     curriculum = Curriculum(pacing, start, 0.5, order)
     # fit trains epoch e when asked for its metrics: record the indices each epoch's batches used
-    gen = fit(model, make_optimizer(model, 1e-3, 0), loss_fn, train, train, membership, 1, epochs, n, 0,
-              curriculum=curriculum)
+    gen = fit(
+        model, make_optimizer(model, 1e-3, 0), loss_fn, train, train, membership, 1, epochs, n, 0, curriculum=curriculum
+    )
     for e in range(epochs):
         seen.append(set())
         metrics = next(gen)

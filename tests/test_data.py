@@ -43,9 +43,7 @@ def test_digits_splits_partition_the_dataset(digits: Dataset) -> None:
     # Every (image, label) row of sklearn's digits appears in exactly one split, as often as in the
     # source: the splits are disjoint and together cover the dataset.
     bunch = load_digits()
-    source = Counter(
-        (img.astype(np.uint8).tobytes(), int(t)) for img, t in zip(bunch.images, bunch.target)
-    )
+    source = Counter((img.astype(np.uint8).tobytes(), int(t)) for img, t in zip(bunch.images, bunch.target))
     seen = Counter()
     for split in _splits(digits).values():
         seen.update((x[0].tobytes(), int(s)) for x, s in zip(split.x, split.subclass))

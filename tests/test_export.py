@@ -59,11 +59,24 @@ def trained(tmp_path_factory):
     train, val = split(data.train), split(data.val)
     optimizer = make_optimizer(model, lr=1e-2, weight_decay=0.0)
     best = None
-    for m in fit(model, optimizer, teacher_loss(train), train, val, membership_for(data.subclass_to_class, CPU),
-                 data.positive_class, epochs=EPOCHS, batch_size=64, seed=0):
+    for m in fit(
+        model,
+        optimizer,
+        teacher_loss(train),
+        train,
+        val,
+        membership_for(data.subclass_to_class, CPU),
+        data.positive_class,
+        epochs=EPOCHS,
+        batch_size=64,
+        seed=0,
+    ):
         if best is None or m["val_accuracy"] >= best["value"]:
-            best = {"model": {k: v.clone() for k, v in model.state_dict().items()}, "epoch": m["epoch"],
-                    "value": m["val_accuracy"]}
+            best = {
+                "model": {k: v.clone() for k, v in model.state_dict().items()},
+                "epoch": m["epoch"],
+                "value": m["val_accuracy"],
+            }
     root = tmp_path_factory.mktemp("exp")
     ckpt = root / "checkpoint"
     ckpt.mkdir()
@@ -134,8 +147,13 @@ def test_state_dict_loads_with_weights_only(exported, trained, reference):
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert state and all(isinstance(v, torch.Tensor) for v in state.values())
     meta = json.loads((out / "meta.json").read_text())
-    model = build_model(meta["model"], meta["num_subclasses"], tuple(meta["input_shape"]),
-                        meta["normalisation"]["mean"], meta["normalisation"]["std"])
+    model = build_model(
+        meta["model"],
+        meta["num_subclasses"],
+        tuple(meta["input_shape"]),
+        meta["normalisation"]["mean"],
+        meta["normalisation"]["std"],
+    )
     model.load_state_dict(state)
     x = _test_batch(data)
     with torch.no_grad():
@@ -164,7 +182,9 @@ def test_torchscript_and_onnx_reloaded_on_another_batch_size(exported, trained, 
     assert np.abs(sub - want_sub.numpy()).max() <= 1e-3 and np.abs(cls - want_cls.numpy()).max() <= 1e-3
     # softmax(class logits) sums each class's subclass probabilities
     p_sub = torch.softmax(torch.from_numpy(sub), 1)
-    assert torch.allclose(torch.softmax(torch.from_numpy(cls), 1), torch.stack([p_sub[:, :5].sum(1), p_sub[:, 5:].sum(1)], 1), atol=1e-5)
+    assert torch.allclose(
+        torch.softmax(torch.from_numpy(cls), 1), torch.stack([p_sub[:, :5].sum(1), p_sub[:, 5:].sum(1)], 1), atol=1e-5
+    )
 
 
 def test_meta_json_describes_the_interface(exported, trained):
@@ -177,7 +197,10 @@ def test_meta_json_describes_the_interface(exported, trained):
     assert art["input"]["name"] == "input" and art["input"]["dtype"] == "float32"
     assert art["input"]["shape"] == ["N", 1, 8, 8] and art["input"]["input_scale"] == data.scale
     assert "[0, 1]" in art["input"]["scale"]
-    assert [(o["name"], o["shape"]) for o in art["outputs"]] == [("subclass_logits", ["N", 10]), ("class_logits", ["N", 2])]
+    assert [(o["name"], o["shape"]) for o in art["outputs"]] == [
+        ("subclass_logits", ["N", 10]),
+        ("class_logits", ["N", 2]),
+    ]
     assert art["outputs"][1]["labels"] == ["0-4", "5-9"] and "logsumexp" in art["outputs"][1]["definition"]
     assert set(art["files"]) == set(E.FORMATS)
     for c in checks:
@@ -204,8 +227,11 @@ def test_onnx_skipped_when_onnxruntime_is_missing(trained, tmp_path, monkeypatch
     assert onnx.path is None and onnx.max_abs_diff is None and not onnx.ok
     assert "onnxruntime is not installed" in onnx.skipped and "pip install 'skd-tune[onnx]'" in onnx.skipped
     assert not (out / "model.onnx").exists()  # a stale artefact would not match meta.json
-    assert re.search(r"^onnx\s+-\s+skipped: onnxruntime is not installed; pip install 'skd-tune\[onnx\]'$",
-                     E.format_export(checks), re.M)
+    assert re.search(
+        r"^onnx\s+-\s+skipped: onnxruntime is not installed; pip install 'skd-tune\[onnx\]'$",
+        E.format_export(checks),
+        re.M,
+    )
     meta = json.loads((out / "meta.json").read_text())
     assert "pip install" in meta["artefacts"]["files"]["onnx"]["skipped"]
 
@@ -228,14 +254,18 @@ def test_onnx_falls_back_to_the_legacy_exporter(trained, tmp_path, monkeypatch, 
 def test_an_artefact_beyond_tolerance_is_an_error(trained, tmp_path, monkeypatch):
     exp, _, _ = trained
     monkeypatch.setitem(E.TOLERANCES, "torchscript", -1.0)  # no difference can pass
-    with pytest.raises(CheckpointError, match=r"model\.torchscript\.pt: the reloaded torchscript artefact differs .*tolerance -1"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.torchscript\.pt: the reloaded torchscript artefact differs .*tolerance -1"
+    ):
         E.export_artifacts(exp, tmp_path, ["torchscript"])
     assert not (tmp_path / "model.torchscript.pt").exists()
 
 
 def test_unknown_format_lists_the_valid_ones(trained, tmp_path):
     exp, _, _ = trained
-    with pytest.raises(UserError, match=r"unknown export format 'tflite'; valid formats: state_dict, torchscript, onnx"):
+    with pytest.raises(
+        UserError, match=r"unknown export format 'tflite'; valid formats: state_dict, torchscript, onnx"
+    ):
         E.export_artifacts(exp, tmp_path / "out", ["state_dict", "tflite"])
     assert not (tmp_path / "out").exists()
 
@@ -295,11 +325,17 @@ def test_predict_npy_and_csv_hold_raw_values(exported, trained, reference, tmp_p
     np.save(tmp_path / "one.npy", raw[3])
     flat = raw.reshape(N_IMAGES, -1)
     (tmp_path / "rows.csv").write_text("\n".join(",".join(map(str, r)) for r in flat) + "\n")
-    (tmp_path / "header.csv").write_text(",".join(f"px{i}" for i in range(64)) + "\n" + ",".join(map(str, flat[0])) + "\n")
+    (tmp_path / "header.csv").write_text(
+        ",".join(f"px{i}" for i in range(64)) + "\n" + ",".join(map(str, flat[0])) + "\n"
+    )
     preds = E.predict_inputs(out, [str(tmp_path / n) for n in ("batch.npy", "one.npy", "rows.csv", "header.csv")])
     names = [p.name for p in preds]
-    assert names == [*(f"batch.npy[{i}]" for i in range(N_IMAGES)), "one.npy",
-                     *(f"rows.csv[{i}]" for i in range(N_IMAGES)), "header.csv[0]"]
+    assert names == [
+        *(f"batch.npy[{i}]" for i in range(N_IMAGES)),
+        "one.npy",
+        *(f"rows.csv[{i}]" for i in range(N_IMAGES)),
+        "header.csv[0]",
+    ]
     model, meta, _ = reference
     cls_p, _ = E.predict(model, meta, raw)  # the pipeline's own predict on the dataset's raw values
     want = [data.class_names[k] for k in cls_p.argmax(1)]
@@ -314,10 +350,18 @@ def test_predict_npy_and_csv_hold_raw_values(exported, trained, reference, tmp_p
 @pytest.mark.parametrize(
     "name, content, match",
     [
-        ("wide.npy", np.zeros((3, 64)), r"wide\.npy: array of shape \(3, 64\), but this model takes shape \(N, 1, 8, 8\) or \(1, 8, 8\)"),
+        (
+            "wide.npy",
+            np.zeros((3, 64)),
+            r"wide\.npy: array of shape \(3, 64\), but this model takes shape \(N, 1, 8, 8\) or \(1, 8, 8\)",
+        ),
         ("text.png", b"not an image", r"text\.png: cannot be read as an image .*1-channel 8x8"),
         ("short.csv", "1,2,3\n", r"short\.csv: line 1 has 3 values, but this model takes 64 per row"),
-        ("words.csv", "a,b\n" + ",".join(["1"] * 64) + "\nx" + ",y" * 63 + "\n", r"words\.csv: line 3 has a value that is not a number"),
+        (
+            "words.csv",
+            "a,b\n" + ",".join(["1"] * 64) + "\nx" + ",y" * 63 + "\n",
+            r"words\.csv: line 3 has a value that is not a number",
+        ),
         ("notes.txt", b"1,2", r"notes\.txt: unsupported file type '\.txt'"),
         ("pickled.npy", np.array([{"a": 1}], dtype=object), r"pickled\.npy: cannot be read as a \.npy array"),
     ],
@@ -334,11 +378,17 @@ def test_predict_bad_input_names_the_file(exported, tmp_path, name, content, mat
 
 
 def test_format_predictions_one_line_per_input():
-    pred = E.Prediction("digit3.png", "0-4", 0.9812, {"0-4": 0.9812, "5-9": 0.0188},
-                        {str(d): p for d, p in enumerate([0.004, 0.003, 0.02, 0.95, 0.002, 0.001, 0.001, 0.001, 0.012, 0.006])})
-    assert E.format_predictions([pred, pred]).splitlines() == [
-        "digit3.png: 0-4 (p=0.981) | subclasses: 3 0.95, 2 0.02, 8 0.01, 9 0.01, 0 0.00"
-    ] * 2
+    pred = E.Prediction(
+        "digit3.png",
+        "0-4",
+        0.9812,
+        {"0-4": 0.9812, "5-9": 0.0188},
+        {str(d): p for d, p in enumerate([0.004, 0.003, 0.02, 0.95, 0.002, 0.001, 0.001, 0.001, 0.012, 0.006])},
+    )
+    assert (
+        E.format_predictions([pred, pred]).splitlines()
+        == ["digit3.png: 0-4 (p=0.981) | subclasses: 3 0.95, 2 0.02, 8 0.01, 9 0.01, 0 0.00"] * 2
+    )
     two = E.Prediction("x.npy[0]", "a", 0.6, {"a": 0.6, "b": 0.4}, {"a1": 0.6, "b1": 0.4})
     assert E.format_predictions([two]) == "x.npy[0]: a (p=0.600) | subclasses: a1 0.60, b1 0.40"
 
@@ -361,7 +411,9 @@ def test_cli_export_and_predict(trained, tmp_path):
     truth = [data.class_names[k] for k in data.classes("test")[:2]]
     assert len(lines) == 2
     for line, name, cls in zip(lines, ("a.png", "b.png"), truth):
-        assert re.fullmatch(rf"{name}: {re.escape(cls)} \(p=[01]\.\d{{3}}\) \| subclasses: (\d \d\.\d\d, ){{4}}\d \d\.\d\d", line), line
+        assert re.fullmatch(
+            rf"{name}: {re.escape(cls)} \(p=[01]\.\d{{3}}\) \| subclasses: (\d \d\.\d\d, ){{4}}\d \d\.\d\d", line
+        ), line
 
     (tmp_path / "c.png").write_text("not an image")
     done = run_cli("predict", str(out), "a.png", "c.png", cwd=tmp_path)

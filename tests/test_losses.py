@@ -7,8 +7,8 @@ loss "cases", each exercised by the same set of property tests.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch
@@ -251,9 +251,7 @@ def test_softmax_of_class_logits_is_sum_of_subclass_probabilities(scale: float) 
     g = torch.Generator().manual_seed(3)
     z = torch.randn(16, NUM_SUBCLASSES, generator=g, dtype=torch.float64) * scale
     p_sub = torch.softmax(z, dim=1)
-    summed = torch.stack(
-        [p_sub[:, SUBCLASS_TO_CLASS == c].sum(dim=1) for c in range(3)], dim=1
-    )
+    summed = torch.stack([p_sub[:, SUBCLASS_TO_CLASS == c].sum(dim=1) for c in range(3)], dim=1)
     p_class = torch.softmax(class_logits(z, MEMBERSHIP), dim=1)
     torch.testing.assert_close(p_class, summed, rtol=1e-10, atol=1e-12)
 

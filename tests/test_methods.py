@@ -16,8 +16,11 @@ def test_method_params_change_only_what_is_distilled():
     p = method_params(best, w_kd=0.3, w_skd=0.5)
     assert set(p) == set(METHODS)
     for method in METHODS:
-        assert {k: v for k, v in p[method].items() if k not in ("w_kd", "w_skd")} == \
-            {"temperature": 4.2, "lr": 3e-3, "curriculum.pacing": "root"}
+        assert {k: v for k, v in p[method].items() if k not in ("w_kd", "w_skd")} == {
+            "temperature": 4.2,
+            "lr": 3e-3,
+            "curriculum.pacing": "root",
+        }
     assert (p["SKD"]["w_kd"], p["SKD"]["w_skd"]) == (0.3, 0.5)
     assert p["KD"]["w_kd"] == pytest.approx(0.8) and p["KD"]["w_skd"] == 0.0  # same distillation strength
     assert (p["no-KD"]["w_kd"], p["no-KD"]["w_skd"]) == (0.0, 0.0)

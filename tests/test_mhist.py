@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from skd_tune.cli import main
-from skd_tune.data import DataError, Dataset, SOURCES, load_dataset
+from skd_tune.data import SOURCES, DataError, Dataset, load_dataset
 from skd_tune.data import mhist as mhist_module
 from skd_tune.data import synth as synth_module
 from skd_tune.data.mhist import IMAGENET_MEAN, IMAGENET_STD, read_annotations
@@ -393,23 +393,35 @@ def test_missing_column(small: Path) -> None:
         rows = [r[:3] for r in csv.reader(f)]  # drop Partition
     with open(path, "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(rows)
-    with pytest.raises(DataError, match=_csv(small) + re.escape(
-        ": missing column(s) 'Partition'; found: 'Image Name', 'Majority Vote Label', "
-        "'Number of Annotators who Selected SSA (Out of 7)'. The header must name")):
+    with pytest.raises(
+        DataError,
+        match=_csv(small)
+        + re.escape(
+            ": missing column(s) 'Partition'; found: 'Image Name', 'Majority Vote Label', "
+            "'Number of Annotators who Selected SSA (Out of 7)'. The header must name"
+        ),
+    ):
         _load(small)
 
 
 def test_unknown_label(small: Path) -> None:
     _edit_row(small, 3, LABEL, "NP")
-    with pytest.raises(DataError, match=_csv(small) + r": line 3: unknown Majority Vote Label 'NP'; expected HP or SSA.*Fix that row"):
+    with pytest.raises(
+        DataError, match=_csv(small) + r": line 3: unknown Majority Vote Label 'NP'; expected HP or SSA.*Fix that row"
+    ):
         _load(small)
 
 
 @pytest.mark.parametrize("vote", ["8", "-1", "3.5", "many", ""])
 def test_bad_vote(small: Path, vote: str) -> None:
     _edit_row(small, 4, VOTES, vote)
-    with pytest.raises(DataError, match=_csv(small) + re.escape(
-            f": line 4: 'Number of Annotators who Selected SSA (Out of 7)' must be an integer from 0 to 7, got {vote!r}")):
+    with pytest.raises(
+        DataError,
+        match=_csv(small)
+        + re.escape(
+            f": line 4: 'Number of Annotators who Selected SSA (Out of 7)' must be an integer from 0 to 7, got {vote!r}"
+        ),
+    ):
         _load(small)
 
 
@@ -417,9 +429,14 @@ def test_label_inconsistent_with_votes(small: Path) -> None:
     label = _row(small, 5)[LABEL]
     _edit_row(small, 5, VOTES, "5" if label == "HP" else "2")
     votes = "5" if label == "HP" else "2"
-    with pytest.raises(DataError, match=_csv(small) + re.escape(
+    with pytest.raises(
+        DataError,
+        match=_csv(small)
+        + re.escape(
             f": line 5: Majority Vote Label is {label} but {votes} of 7 annotators selected SSA; the majority label must be "
-            "SSA when 4 or more selected SSA")):
+            "SSA when 4 or more selected SSA"
+        ),
+    ):
         _load(small)
 
 
@@ -431,22 +448,29 @@ def test_bad_partition(small: Path) -> None:
 
 def test_duplicate_image_name(small: Path) -> None:
     _edit_row(small, 7, NAME, "MHIST_aaa.png")
-    with pytest.raises(DataError, match=_csv(small) + re.escape(
-            ": line 7: image 'MHIST_aaa.png' is listed again (first on line 2); each image must appear once")):
+    with pytest.raises(
+        DataError,
+        match=_csv(small)
+        + re.escape(": line 7: image 'MHIST_aaa.png' is listed again (first on line 2); each image must appear once"),
+    ):
         _load(small)
 
 
 def test_several_bad_rows_are_listed(small: Path) -> None:
     for line in (3, 4, 5, 6, 8):
         _edit_row(small, line, PARTITION, "dev")
-    with pytest.raises(DataError, match=r"line 3: .*; line 4: .*; line 5: .*; and 2 more rows with problems\. Fix those rows"):
+    with pytest.raises(
+        DataError, match=r"line 3: .*; line 4: .*; line 5: .*; and 2 more rows with problems\. Fix those rows"
+    ):
         _load(small)
 
 
 def test_missing_image_file(small: Path) -> None:
     (small / "images" / "MHIST_aab.png").unlink()
     path = re.escape(str(small / "images" / "MHIST_aab.png"))
-    with pytest.raises(DataError, match=path + r": image file missing \(listed on line 3 of " + _csv(small) + r"\); add the file"):
+    with pytest.raises(
+        DataError, match=path + r": image file missing \(listed on line 3 of " + _csv(small) + r"\); add the file"
+    ):
         _load(small)
 
 
@@ -460,7 +484,9 @@ def test_file_that_is_not_an_image(small: Path) -> None:
 
 def test_missing_annotations(small: Path) -> None:
     (small / "annotations.csv").unlink()
-    with pytest.raises(DataError, match=_csv(small) + r": annotations file not found\. data\.root must be an MHIST directory"):
+    with pytest.raises(
+        DataError, match=_csv(small) + r": annotations file not found\. data\.root must be an MHIST directory"
+    ):
         _load(small)
 
 
@@ -493,8 +519,11 @@ def test_cli_synth_mhist_bad_argument(tmp_path, capsys) -> None:
 def test_spec_accepts_mhist_schemes(small: Path) -> None:
     assert _spec(small, subclasses="unanimous").subclass_scheme == "unanimous"
     assert _spec(small).subclass_scheme == "agreement"
-    with pytest.raises(ValidationError, match=r"data\.subclasses: 'digits' is not a subclass scheme of source 'mhist'; "
-                                              r"available: agreement, unanimous"):
+    with pytest.raises(
+        ValidationError,
+        match=r"data\.subclasses: 'digits' is not a subclass scheme of source 'mhist'; "
+        r"available: agreement, unanimous",
+    ):
         _spec(small, subclasses="digits")
     with pytest.raises(ValidationError, match=r"data\.root is required for source 'mhist'"):
         DataSpec(source="mhist")
@@ -529,12 +558,26 @@ def _train_and_check(torch, ds300: Dataset) -> None:
     model = build_model("cnn_small", ds300.num_subclasses, ds300.input_shape, ds300.mean, ds300.std)
     optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.0)
     membership = membership_for(ds300.subclass_to_class, device)
-    history = list(fit(model, optimizer, teacher_loss(train), train, val, membership, ds300.positive_class,
-                       epochs=20, batch_size=32, seed=0))
+    history = list(
+        fit(
+            model,
+            optimizer,
+            teacher_loss(train),
+            train,
+            val,
+            membership,
+            ds300.positive_class,
+            epochs=20,
+            batch_size=32,
+            seed=0,
+        )
+    )
     last = history[-1]
     test = evaluate(model, on_device(ds300.test), membership, ds300.positive_class, prefix="test_")
-    print(f"\nsynthetic MHIST, cnn_small, 32 px, {len(train)} training images: val accuracy {last['val_accuracy']:.3f} "
-          f"(majority {1 - float(val.classes.float().mean()):.3f}), val AUC {last['val_auc']:.3f}; "
-          f"test accuracy {test['test_accuracy']:.3f}, test AUC {test['test_auc']:.3f}")
+    print(
+        f"\nsynthetic MHIST, cnn_small, 32 px, {len(train)} training images: val accuracy {last['val_accuracy']:.3f} "
+        f"(majority {1 - float(val.classes.float().mean()):.3f}), val AUC {last['val_auc']:.3f}; "
+        f"test accuracy {test['test_accuracy']:.3f}, test AUC {test['test_auc']:.3f}"
+    )
     assert last["val_accuracy"] > 0.6
     assert last["val_auc"] > 0.75  # better than always answering the majority class (HP, ~69%) would score

@@ -48,8 +48,17 @@ def test_progress_lines_not_ray_logs(tiny_run):
 
 def test_experiment_layout_and_state(tiny_run):
     _, spec_path, exp, _ = tiny_run
-    for path in ("spec.yaml", "state.json", "teacher", "teacher_logits", "student", "results/trials.parquet",
-                 "results/epochs.parquet", "export/model.pt", "export/meta.json"):
+    for path in (
+        "spec.yaml",
+        "state.json",
+        "teacher",
+        "teacher_logits",
+        "student",
+        "results/trials.parquet",
+        "results/epochs.parquet",
+        "export/model.pt",
+        "export/meta.json",
+    ):
         assert (exp / path).exists(), path
     state = json.loads((exp / "state.json").read_text())
     assert set(state["stages"]) == {"teacher", "teacher_logits", "student", "export", "methods"}
@@ -77,13 +86,27 @@ def test_trials_and_epochs_tables(tiny_run):
     trials = pd.read_parquet(exp / "results" / "trials.parquet")
     epochs = pd.read_parquet(exp / "results" / "epochs.parquet")
     assert len(trials) == 4 and trials["trial_id"].is_unique
-    for col in ("temperature", "w_skd", "w_kd", "lr", "status", "best_val_f1", "last_val_f1", "epochs", "checkpoint_path", "error"):
+    for col in (
+        "temperature",
+        "w_skd",
+        "w_kd",
+        "lr",
+        "status",
+        "best_val_f1",
+        "last_val_f1",
+        "epochs",
+        "checkpoint_path",
+        "error",
+    ):
         assert col in trials, col
     assert (trials["status"] == "TERMINATED").all()
     assert trials["temperature"].between(1.0, 10.0).all() and trials["w_skd"].between(0, 1).all()
     assert trials["epochs"].between(1, 3).all()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert epochs.groupby("trial_id").size().sort_index().tolist() == trials.set_index("trial_id")["epochs"].sort_index().tolist()
+    assert (
+        epochs.groupby("trial_id").size().sort_index().tolist()
+        == trials.set_index("trial_id")["epochs"].sort_index().tolist()
+    )
     for rel in trials["checkpoint_path"]:
         assert (exp / rel / "state.pt").exists()
     # Checkpoints are not written every epoch (search.checkpoint_interval_s), yet every trial's latest
@@ -124,7 +147,10 @@ def test_method_table_stage(tiny_run):
     # each method is the best configuration with only what is distilled changed
     assert (runs["lr"] == best["lr"]).all() and (runs["temperature"] == best["temperature"]).all()
     assert by.loc["SKD", "w_skd"].eq(best["w_skd"]).all() and by.loc["SKD", "w_kd"].eq(best["w_kd"]).all()
-    assert by.loc["KD", "w_skd"].eq(0).all() and by.loc["KD", "w_kd"].sub(best["w_kd"] + best["w_skd"]).abs().lt(1e-9).all()
+    assert (
+        by.loc["KD", "w_skd"].eq(0).all()
+        and by.loc["KD", "w_kd"].sub(best["w_kd"] + best["w_skd"]).abs().lt(1e-9).all()
+    )
     assert by.loc["no-KD", ["w_kd", "w_skd"]].eq(0).all().all()
     for m in ("f1", "accuracy", "auc", "precision", "recall"):
         assert runs[f"test_{m}"].between(0, 1).all()
@@ -187,7 +213,9 @@ def test_digits_demo_meets_acceptance(tmp_path):
     report = run_cli("report", str(exp), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     for method in ("no-KD", "KD", "SKD"):
-        assert re.search(rf"^{method}\s+{spec.methods.seeds}\s+0\.\d{{4}} ± 0\.\d{{4}}", report.stdout, re.M), report.stdout
+        assert re.search(rf"^{method}\s+{spec.methods.seeds}\s+0\.\d{{4}} ± 0\.\d{{4}}", report.stdout, re.M), (
+            report.stdout
+        )
     assert "F1 gains: SKD - KD" in report.stdout and (exp / "report" / "index.html").exists()
     runs = pd.read_parquet(exp / "results" / "methods.parquet")
     assert len(runs) == 3 * spec.methods.seeds and (runs["status"] == "TERMINATED").all()
@@ -242,14 +270,28 @@ def test_damaged_checkpoint_is_a_clear_error(tiny_run, tmp_path, which):
 def test_cmaes_sampler_with_int_and_choice_parameters(tmp_path, write_spec):
     """CMA-ES over a log-uniform, an int and a choice parameter (the last two it samples independently).
     The random sampler runs in tests/test_pipeline_invented.py."""
-    path = write_spec({"search": {"sampler": "cmaes", "num_samples": 3, "scheduler": {"name": "fifo"}, "space": {
-        "temperature": {"loguniform": [1.0, 10.0]}, "batch_size": {"int": [32, 128]},
-        "curriculum.pacing": {"choice": ["none", "linear"]}}}, "student": {"epochs": 2}})
+    path = write_spec(
+        {
+            "search": {
+                "sampler": "cmaes",
+                "num_samples": 3,
+                "scheduler": {"name": "fifo"},
+                "space": {
+                    "temperature": {"loguniform": [1.0, 10.0]},
+                    "batch_size": {"int": [32, 128]},
+                    "curriculum.pacing": {"choice": ["none", "linear"]},
+                },
+            },
+            "student": {"epochs": 2},
+        }
+    )
     proc = run_cli("run", str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials = pd.read_parquet(tmp_path / "runs" / "tiny" / "results" / "trials.parquet")
     assert len(trials) == 3 and (trials["status"] == "TERMINATED").all()
     # FIFO, 2 short epochs, checkpoint_interval_s 10: one checkpoint per trial, at its last epoch
-    assert all(Path(p).name == "checkpoint_000000" for p in trials["checkpoint_path"]), trials["checkpoint_path"].tolist()
+    assert all(Path(p).name == "checkpoint_000000" for p in trials["checkpoint_path"]), trials[
+        "checkpoint_path"
+    ].tolist()
     assert trials["batch_size"].between(32, 128).all() and (trials["batch_size"] % 1 == 0).all()
     assert set(trials["curriculum.pacing"]) <= {"none", "linear"}

@@ -17,12 +17,15 @@ from .conftest import REPO, TINY_SPEC, deep_update, run_cli
 
 pytestmark = pytest.mark.slow
 
-INVENTED = deep_update(TINY_SPEC, {
-    "name": "inv",
-    "data": {"subclasses": "invented", "subclasses_per_class": 4},
-    "teacher": {"model": "mlp", "epochs": 6, "batch_size": 64},
-    "search": {"num_samples": 3, "teacher": {"num_samples": 2, "space": {"beta": {"uniform": [0.5, 2.0]}}}},
-})
+INVENTED = deep_update(
+    TINY_SPEC,
+    {
+        "name": "inv",
+        "data": {"subclasses": "invented", "subclasses_per_class": 4},
+        "teacher": {"model": "mlp", "epochs": 6, "batch_size": 64},
+        "search": {"num_samples": 3, "teacher": {"num_samples": 2, "space": {"beta": {"uniform": [0.5, 2.0]}}}},
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,9 @@ def test_teacher_search_over_beta_and_diagnostics(invented_run):
     for row in diag["per_class"]:  # beta > 0: more than one subclass in use in every class
         assert sum(n > 0 for n in row["counts"]) > 1 and row["max_entropy_bits"] == pytest.approx(2.0)
     assert diag["ami_test"] > 0.2  # the invented subclasses match the true digits better than chance
-    assert "the teacher invents 4 subclasses per class" in proc.stdout and "AMI with the known subclasses" in proc.stdout
+    assert (
+        "the teacher invents 4 subclasses per class" in proc.stdout and "AMI with the known subclasses" in proc.stdout
+    )
 
 
 def test_student_distils_invented_subclasses(invented_run):
@@ -74,9 +79,16 @@ def test_shipped_invented_spec_is_the_documented_one():
 def test_known_subclasses_split_into_several_outputs(tmp_path):
     """`outputs_per_subclass: 2`: each digit gets two teacher outputs (trained on the digit labels plus
     the auxiliary loss); the students distil all 20 of them. (Optuna's random sampler, here.)"""
-    spec = deep_update(TINY_SPEC, {"name": "split", "data": {"outputs_per_subclass": 2},
-                                   "teacher": {"epochs": 2}, "student": {"epochs": 2},
-                                   "search": {"num_samples": 2, "sampler": "random", "scheduler": {"name": "fifo"}}})
+    spec = deep_update(
+        TINY_SPEC,
+        {
+            "name": "split",
+            "data": {"outputs_per_subclass": 2},
+            "teacher": {"epochs": 2},
+            "student": {"epochs": 2},
+            "search": {"num_samples": 2, "sampler": "random", "scheduler": {"name": "fifo"}},
+        },
+    )
     spec_path = tmp_path / "split.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     proc = run_cli("run", str(spec_path), cwd=tmp_path)

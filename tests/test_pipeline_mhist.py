@@ -21,13 +21,16 @@ pytestmark = pytest.mark.slow
 def test_polyp_small_tiny_end_to_end(tmp_path, monkeypatch):
     write_synthetic_mhist(tmp_path / "data" / "mhist-synth", n=120, seed=0, size=32)
     raw = yaml.safe_load((REPO / "search_spaces" / "polyp-small.yaml").read_text())
-    raw = deep_update(raw, {
-        "name": "polyp-tiny",
-        "data": {"image_size": 32},
-        "teacher": {"model": "cnn_small", "epochs": 2, "batch_size": 32, "resources": {"cpu": 1}},
-        "student": {"epochs": 3, "batch_size": 32},
-        "search": {"num_samples": 3, "scheduler": {"name": "fifo"}},
-    })
+    raw = deep_update(
+        raw,
+        {
+            "name": "polyp-tiny",
+            "data": {"image_size": 32},
+            "teacher": {"model": "cnn_small", "epochs": 2, "batch_size": 32, "resources": {"cpu": 1}},
+            "student": {"epochs": 3, "batch_size": 32},
+            "search": {"num_samples": 3, "scheduler": {"name": "fifo"}},
+        },
+    )
     raw["search"]["space"]["curriculum.pacing"] = {"choice": ["linear", "root"]}
     spec_path = tmp_path / "polyp-tiny.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
@@ -36,7 +39,16 @@ def test_polyp_small_tiny_end_to_end(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     exp = tmp_path / "runs" / "polyp-tiny"
     summary = json.loads((exp / "results" / "data.json").read_text())
-    assert summary["subclass_names"] == ["HP-7/7", "HP-6/7", "HP-5/7", "HP-4/7", "SSA-7/7", "SSA-6/7", "SSA-5/7", "SSA-4/7"]
+    assert summary["subclass_names"] == [
+        "HP-7/7",
+        "HP-6/7",
+        "HP-5/7",
+        "HP-4/7",
+        "SSA-7/7",
+        "SSA-6/7",
+        "SSA-5/7",
+        "SSA-4/7",
+    ]
     assert summary["positive_class"] == "SSA" and summary["difficulty"] == "annotator agreement"
     assert 0 < summary["label_bits_train"] <= 2  # at most log2(4) bits with 4 subclasses per class
     assert f"H(S|C) = {summary['label_bits_train']:.4f}" in proc.stdout
@@ -64,15 +76,23 @@ def test_invented_subclasses_on_mhist(tmp_path):
     are kept only to score them), the students distil them, and the run says how they were used."""
     write_synthetic_mhist(tmp_path / "data" / "mhist-synth", n=120, seed=0, size=32)
     raw = yaml.safe_load((REPO / "search_spaces" / "polyp-small.yaml").read_text())
-    raw = deep_update(raw, {
-        "name": "polyp-invented",
-        "data": {"image_size": 32, "subclasses": "invented", "subclasses_per_class": 3},
-        "teacher": {"model": "cnn_small", "epochs": 2, "batch_size": 32, "resources": {"cpu": 1},
-                    "curriculum": {"pacing": "none"}},
-        "student": {"epochs": 2, "batch_size": 32},
-        "search": {"num_samples": 2, "scheduler": {"name": "fifo"}},
-        "methods": {"seeds": 0},
-    })
+    raw = deep_update(
+        raw,
+        {
+            "name": "polyp-invented",
+            "data": {"image_size": 32, "subclasses": "invented", "subclasses_per_class": 3},
+            "teacher": {
+                "model": "cnn_small",
+                "epochs": 2,
+                "batch_size": 32,
+                "resources": {"cpu": 1},
+                "curriculum": {"pacing": "none"},
+            },
+            "student": {"epochs": 2, "batch_size": 32},
+            "search": {"num_samples": 2, "scheduler": {"name": "fifo"}},
+            "methods": {"seeds": 0},
+        },
+    )
     spec_path = tmp_path / "polyp-invented.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     proc = run_cli("run", str(spec_path), cwd=tmp_path)

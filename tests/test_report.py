@@ -75,15 +75,18 @@ def _final_f1(params: dict, rng: np.random.Generator) -> float:
     return float(0.55 + 0.4 * params.get("w_skd", 0.5) + rng.normal(0, 0.004))
 
 
-def _write_search(root: Path, spec: Spec, rng: np.random.Generator, statuses: list[str], prefix: str = "",
-                  space: dict | None = None) -> dict[str, list[dict]]:
+def _write_search(
+    root: Path, spec: Spec, rng: np.random.Generator, statuses: list[str], prefix: str = "", space: dict | None = None
+) -> dict[str, list[dict]]:
     """Student (or teacher) trials through ResultsTables; returns the epochs written, per trial."""
     space = spec.model_dump(mode="json")["search"]["space"] if space is None else space
-    tables = ResultsTables(root / "results", list(space), spec.search.metric, spec.search.mode, min_interval_s=0, prefix=prefix)
+    tables = ResultsTables(
+        root / "results", list(space), spec.search.metric, spec.search.mode, min_interval_s=0, prefix=prefix
+    )
     written: dict[str, list[dict]] = {}
     start = 1_795_000_000
     for i, status in enumerate(statuses):
-        trial_id = f"{rng.integers(16 ** 8):08x}"
+        trial_id = f"{rng.integers(16**8):08x}"
         params = _sample(space, rng)
         final = _final_f1(params, rng)
         n_epochs = MAX_EPOCHS if status != "RUNNING" else 2
@@ -92,10 +95,20 @@ def _write_search(root: Path, spec: Spec, rng: np.random.Generator, statuses: li
         rows = []
         for epoch in range(1, n_epochs + 1):
             f1 = final * (1 - 0.5 * math.exp(-epoch)) + rng.normal(0, 0.003)
-            metrics = {"epoch": epoch, "val_f1": f1, "val_accuracy": f1 + 0.01, "val_precision": f1 - 0.01,
-                       "val_recall": f1 + 0.005, "val_auc": min(1.0, f1 + 0.05), "val_loss": 1.1 - f1 + rng.normal(0, 0.003),
-                       "val_subclass_accuracy": f1 - 0.2, "train_loss": 1.5 - f1, "epoch_time_s": 0.1,
-                       "timestamp": start + 100 * i + epoch, "time_total_s": 0.1 * epoch}
+            metrics = {
+                "epoch": epoch,
+                "val_f1": f1,
+                "val_accuracy": f1 + 0.01,
+                "val_precision": f1 - 0.01,
+                "val_recall": f1 + 0.005,
+                "val_auc": min(1.0, f1 + 0.05),
+                "val_loss": 1.1 - f1 + rng.normal(0, 0.003),
+                "val_subclass_accuracy": f1 - 0.2,
+                "train_loss": 1.5 - f1,
+                "epoch_time_s": 0.1,
+                "timestamp": start + 100 * i + epoch,
+                "time_total_s": 0.1 * epoch,
+            }
             tables.add_epoch(trial_id, params, metrics)
             rows.append(metrics)
         if status != "RUNNING":
@@ -114,15 +127,37 @@ def _write_methods(root: Path, rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     for method in METHODS:
         for seed in range(3):
-            row = {"method": method, "seed": seed, "trial_id": f"{method}-{seed}", "status": "TERMINATED",
-                   "temperature": 4.0, "w_ce": 1.0, "w_kd": 0.0 if method != "KD" else 0.8, "w_skd": 0.8 if method == "SKD" else 0.0,
-                   "lr": 0.01, "best_epoch": 5}
+            row = {
+                "method": method,
+                "seed": seed,
+                "trial_id": f"{method}-{seed}",
+                "status": "TERMINATED",
+                "temperature": 4.0,
+                "w_ce": 1.0,
+                "w_kd": 0.0 if method != "KD" else 0.8,
+                "w_skd": 0.8 if method == "SKD" else 0.0,
+                "lr": 0.01,
+                "best_epoch": 5,
+            }
             f1 = base[method] + rng.normal(0, 0.01)
-            row |= {"val_f1": f1 + 0.01, "test_f1": f1, "test_accuracy": f1 + 0.02, "test_auc": f1 + 0.05,
-                    "test_precision": f1 - 0.01, "test_recall": f1 + 0.01}
+            row |= {
+                "val_f1": f1 + 0.01,
+                "test_f1": f1,
+                "test_accuracy": f1 + 0.02,
+                "test_auc": f1 + 0.05,
+                "test_precision": f1 - 0.01,
+                "test_recall": f1 + 0.01,
+            }
             rows.append(row)
-    rows.append({**rows[3], "seed": 3, "trial_id": "KD-3", "status": "ERROR",
-                 **{f"test_{m}": float("nan") for m in TEST_METRICS}})
+    rows.append(
+        {
+            **rows[3],
+            "seed": 3,
+            "trial_id": "KD-3",
+            "status": "ERROR",
+            **{f"test_{m}": float("nan") for m in TEST_METRICS},
+        }
+    )
     runs = pd.DataFrame(rows)
     write_table_atomic(runs, root / "results" / "methods.parquet")
     return runs
@@ -137,9 +172,16 @@ def _data_json(rng: np.random.Generator) -> dict:
         mine = train[[i for i, k in enumerate(to_class) if k == c]]
         p = mine / mine.sum()
         bits += mine.sum() / train.sum() * float(-(p * np.log2(p)).sum())
-    return {"source": "digits", "subclasses": "known", "class_names": ["0-4", "5-9"],
-            "subclass_names": [f"digit {i}" for i in range(6)], "subclass_to_class": to_class,
-            "split_sizes": {k: int(sum(v)) for k, v in counts.items()}, "subclass_counts": counts, "label_bits_train": bits}
+    return {
+        "source": "digits",
+        "subclasses": "known",
+        "class_names": ["0-4", "5-9"],
+        "subclass_names": [f"digit {i}" for i in range(6)],
+        "subclass_to_class": to_class,
+        "split_sizes": {k: int(sum(v)) for k, v in counts.items()},
+        "subclass_counts": counts,
+        "label_bits_train": bits,
+    }
 
 
 def _metrics(rng: np.random.Generator, prefix: str = "") -> dict:
@@ -157,20 +199,38 @@ def _complete(root: Path, mode: str, seed: int) -> dict:
     runs = _write_methods(root, rng)
     data = _data_json(rng)
     (root / "results" / "data.json").write_text(json.dumps(data))
-    invented = {"scheme": "invented", "dead_share": 0.125, "ami_test": 0.4321,
-                "per_class": [{"class": "0-4", "entropy_bits": 1.234, "max_entropy_bits": 1.585, "dead_share": 0.0},
-                              {"class": "5-9", "entropy_bits": 0.987, "max_entropy_bits": 1.585, "dead_share": 0.25}]}
+    invented = {
+        "scheme": "invented",
+        "dead_share": 0.125,
+        "ami_test": 0.4321,
+        "per_class": [
+            {"class": "0-4", "entropy_bits": 1.234, "max_entropy_bits": 1.585, "dead_share": 0.0},
+            {"class": "5-9", "entropy_bits": 0.987, "max_entropy_bits": 1.585, "dead_share": 0.25},
+        ],
+    }
     (root / "results" / "subclasses.json").write_text(json.dumps(invented))
     teacher_test = _metrics(rng)
     best_id = _ranking(written, metric, mode)[0]
-    _write_state(root, {
-        "teacher": {"metrics": {"epoch": 4, **_metrics(rng, "val_"), "val_loss": 0.1, "val_subclass_accuracy": 0.9}},
-        "teacher_logits": {"test_metrics": teacher_test},
-        "student": {"trials": 13, "errored": 1},
-        "export": {"trial_id": best_id, "path": str(root / "export"), "test_metrics": _metrics(rng)},
-        "methods": {"seeds": [0, 1, 2]},
-    })
-    return {"trials": written, "methods": runs, "data": data, "teacher_test": teacher_test, "metric": metric, "best_id": best_id}
+    _write_state(
+        root,
+        {
+            "teacher": {
+                "metrics": {"epoch": 4, **_metrics(rng, "val_"), "val_loss": 0.1, "val_subclass_accuracy": 0.9}
+            },
+            "teacher_logits": {"test_metrics": teacher_test},
+            "student": {"trials": 13, "errored": 1},
+            "export": {"trial_id": best_id, "path": str(root / "export"), "test_metrics": _metrics(rng)},
+            "methods": {"seeds": [0, 1, 2]},
+        },
+    )
+    return {
+        "trials": written,
+        "methods": runs,
+        "data": data,
+        "teacher_test": teacher_test,
+        "metric": metric,
+        "best_id": best_id,
+    }
 
 
 def _ranking(written: dict[str, list[dict]], metric: str, mode: str) -> list[str]:
@@ -185,7 +245,7 @@ def _text_trials(text: str) -> list[tuple[str, float]]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("top ") and "student trials" in line)
     out = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         m = re.match(r"^(\d+)\s+([0-9a-f]{8})\s+([0-9.]+)\s", line)
         if not m:
             break
@@ -308,7 +368,9 @@ def test_mid_search_without_method_stage_or_export(tmp_path):
     space = {"temperature": SPACE["temperature"], "curriculum.pacing": SPACE["curriculum.pacing"]}
     spec = _write_spec(root, {"search": {"num_samples": 10, "space": space}})
     written = _write_search(root, spec, rng, ["TERMINATED", "TERMINATED", "RUNNING", "RUNNING"])
-    _write_state(root, {"teacher": {"metrics": {"epoch": 3, "val_f1": 0.9}}, "teacher_logits": {"test_metrics": _metrics(rng)}})
+    _write_state(
+        root, {"teacher": {"metrics": {"epoch": 3, "val_f1": 0.9}}, "teacher_logits": {"test_metrics": _metrics(rng)}}
+    )
     report = build_report(root)
     assert "The method stage has not run yet" in report.text
     assert [t for t, _ in _text_trials(report.text)] == _ranking(written, "val_f1", "max")
@@ -331,7 +393,10 @@ def test_early_experiments_build(tmp_path, stage):
     if stage == "teacher training":
         _write_search(root, spec, rng, ["RUNNING"], prefix="teacher_", space={})
     if stage == "teacher done":
-        _write_state(root, {"teacher": {"metrics": {"epoch": 3, "val_f1": 0.91}}, "teacher_logits": {"test_metrics": _metrics(rng)}})
+        _write_state(
+            root,
+            {"teacher": {"metrics": {"epoch": 3, "val_f1": 0.91}}, "teacher_logits": {"test_metrics": _metrics(rng)}},
+        )
         (root / "results").mkdir()
         (root / "results" / "data.json").write_text(json.dumps(_data_json(rng)))
     report = build_report(root)
@@ -339,9 +404,11 @@ def test_early_experiments_build(tmp_path, stage):
     for text in (report.text, summary):
         assert "No student trial has reported yet" in text
         assert "The method stage has not run yet" in text
-    expect = {"nothing": "The teacher has not reported an epoch yet",
-              "teacher training": "The teacher is still training: 2/6 epochs so far",
-              "teacher done": "| validation (epoch 3) | 0.9100 |"}[stage]
+    expect = {
+        "nothing": "The teacher has not reported an epoch yet",
+        "teacher training": "The teacher is still training: 2/6 epochs so far",
+        "teacher done": "| validation (epoch 3) | 0.9100 |",
+    }[stage]
     assert expect in summary
     assert ("results/data.json is not written yet" in summary) == (stage != "teacher done")
     assert set(report.plots) == ({"subclass_counts"} if stage == "teacher done" else set())
@@ -372,7 +439,7 @@ def test_not_an_experiment_messages(tmp_path):
         build_report(tmp_path / "plain")
     root = tmp_path / "badstate"
     _write_spec(root, {})
-    (root / "state.json").write_text("{\"stages\": ")
+    (root / "state.json").write_text('{"stages": ')
     with pytest.raises(NotAnExperiment, match=r"state\.json: not valid JSON .*Delete it and run `skd-tune run"):
         build_report(root)
 
@@ -389,7 +456,9 @@ def _damaged(tmp_path: Path) -> Path:
 
 def test_damaged_parquet_names_the_file_and_the_fix(tmp_path):
     root = _damaged(tmp_path)
-    with pytest.raises(ResultsError, match=r"trials\.parquet: not a readable Parquet file .*move it aside and resume the run"):
+    with pytest.raises(
+        ResultsError, match=r"trials\.parquet: not a readable Parquet file .*move it aside and resume the run"
+    ):
         build_report(root)
     assert not (root / "report" / "index.html").exists()
 
@@ -398,7 +467,9 @@ def test_cli_exits_2_with_one_paragraph(tmp_path):
     damaged = _damaged(tmp_path)
     cases = {"missing": tmp_path / "nowhere", "damaged": damaged}
     with ThreadPoolExecutor(2) as pool:  # two interpreters start in parallel: half the wall time
-        done = dict(zip(cases, pool.map(lambda p: run_cli("report", str(p), cwd=tmp_path, timeout=120), cases.values())))
+        done = dict(
+            zip(cases, pool.map(lambda p: run_cli("report", str(p), cwd=tmp_path, timeout=120), cases.values()))
+        )
     for name, proc in done.items():
         assert proc.returncode == 2, (name, proc.stderr)
         err = proc.stderr.strip()
@@ -427,14 +498,23 @@ def test_report_renders_in_headless_chromium(complete):
     executable = _chromium()
     from playwright.sync_api import sync_playwright
 
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True, args=args)
         try:
             page = browser.new_page()
             page.goto(report.html.resolve().as_uri(), wait_until="load")
-            images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])")
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])"
+            )
             text = page.inner_text("body")
         finally:
             browser.close()

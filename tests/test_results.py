@@ -19,8 +19,13 @@ def _tables(path, metric="val_f1", mode="max", **kw) -> ResultsTables:
 
 def _feed(tables: ResultsTables, trial_id: str, params: dict, f1s: list[float], losses: list[float] | None = None):
     for i, f1 in enumerate(f1s):
-        metrics = {"epoch": i + 1, "val_f1": f1, "val_loss": (losses[i] if losses else 1.0 - f1),
-                   "train_loss": 2.0 - f1, "epoch_time_s": 0.5}
+        metrics = {
+            "epoch": i + 1,
+            "val_f1": f1,
+            "val_loss": (losses[i] if losses else 1.0 - f1),
+            "train_loss": 2.0 - f1,
+            "epoch_time_s": 0.5,
+        }
         tables.add_epoch(trial_id, params, metrics)
 
 
@@ -115,7 +120,9 @@ def test_duplicate_trial_epoch_keeps_the_last(tmp_path) -> None:
 
 def test_non_scalar_metrics_are_not_stored(tmp_path) -> None:
     tables = _tables(tmp_path)
-    tables.add_epoch("t1", {}, {"epoch": 1, "val_f1": 0.5, "config": {"lr": 1}, "hist": [1, 2], "note": "ok", "none": None})
+    tables.add_epoch(
+        "t1", {}, {"epoch": 1, "val_f1": 0.5, "config": {"lr": 1}, "hist": [1, 2], "note": "ok", "none": None}
+    )
     epochs = tables.epochs_frame()
     assert "config" not in epochs.columns and "hist" not in epochs.columns
     assert epochs.loc[0, "note"] == "ok"
@@ -139,8 +146,11 @@ def test_resume_reloads_what_was_written(tmp_path) -> None:
     assert t2["checkpoint_path"] == "student/t2/checkpoint_000000"
 
     # The resumed trial re-reports its last epoch and goes on: no duplicates, the new value wins.
-    second.add_epoch("t1", {"lr": 0.01, "temperature": 4.0}, {"epoch": 2, "val_f1": 0.75, "val_loss": 0.25,
-                                                              "train_loss": 1.25, "epoch_time_s": 0.5})
+    second.add_epoch(
+        "t1",
+        {"lr": 0.01, "temperature": 4.0},
+        {"epoch": 2, "val_f1": 0.75, "val_loss": 0.25, "train_loss": 1.25, "epoch_time_s": 0.5},
+    )
     epoch3 = {"epoch": 3, "val_f1": 0.8, "val_loss": 0.2, "train_loss": 1.2, "epoch_time_s": 0.5}
     second.add_epoch("t1", {"lr": 0.01, "temperature": 4.0}, epoch3)
     assert second.flush(force=True) is True
@@ -240,10 +250,17 @@ def test_prefix_names_another_pair_of_tables(tmp_path) -> None:
     _feed(student, "s1", {"lr": 0.1, "temperature": 2.0}, [0.7])
     student.flush(force=True)
     assert sorted(os.listdir(tmp_path)) == [
-        "epochs.parquet", "journal.jsonl", "teacher_epochs.parquet", "teacher_journal.jsonl", "teacher_trials.parquet", "trials.parquet"
+        "epochs.parquet",
+        "journal.jsonl",
+        "teacher_epochs.parquet",
+        "teacher_journal.jsonl",
+        "teacher_trials.parquet",
+        "trials.parquet",
     ]
     # Each table pair reloads only its own rows.
-    assert ResultsTables(tmp_path, [], "val_f1", "max", prefix="teacher_").epochs_frame()["trial_id"].unique().tolist() == ["teach1"]
+    assert ResultsTables(tmp_path, [], "val_f1", "max", prefix="teacher_").epochs_frame()[
+        "trial_id"
+    ].unique().tolist() == ["teach1"]
     assert _tables(tmp_path).epochs_frame()["trial_id"].unique().tolist() == ["s1"]
 
 

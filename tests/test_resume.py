@@ -22,21 +22,34 @@ from .conftest import TINY_SPEC, deep_update, run_cli
 pytestmark = pytest.mark.slow
 
 # Long enough that a kill lands mid-stage: FIFO (every trial runs all its epochs), small batches.
-KILL_SPEC = deep_update(TINY_SPEC, {
-    "name": "k",
-    "teacher": {"epochs": 6, "batch_size": 32},
-    "student": {"epochs": 8, "batch_size": 32},
-    "search": {"num_samples": 6, "scheduler": {"name": "fifo"}, "checkpoint_interval_s": 0,  # a checkpoint every epoch
-               "space": {"temperature": {"loguniform": [1.0, 10.0]}, "w_skd": {"uniform": [0.0, 1.0]}}},
-})
+KILL_SPEC = deep_update(
+    TINY_SPEC,
+    {
+        "name": "k",
+        "teacher": {"epochs": 6, "batch_size": 32},
+        "student": {"epochs": 8, "batch_size": 32},
+        "search": {
+            "num_samples": 6,
+            "scheduler": {"name": "fifo"},
+            "checkpoint_interval_s": 0,  # a checkpoint every epoch
+            "space": {"temperature": {"loguniform": [1.0, 10.0]}, "w_skd": {"uniform": [0.0, 1.0]}},
+        },
+    },
+)
 PARAMS = ["temperature", "w_skd"]
 
 
 def _start(cwd, spec_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     log = open(cwd / "first.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "skd_tune", "run", str(spec_path)], cwd=cwd, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skd_tune", "run", str(spec_path)],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return proc, cwd / "first.log"
 
 
@@ -61,6 +74,7 @@ def _students_done_at_least(n: int):
     def ready(text):
         done = [int(m) for m in re.findall(r"\[student\] trials (\d+)/\d+ done", text)]
         return bool(done) and max(done) >= n
+
     return ready
 
 
@@ -160,12 +174,15 @@ def _journal_epochs(exp) -> pd.DataFrame:
 def test_dead_worker_is_retried_from_its_checkpoint_then_errored(tmp_path):
     """Kill a trial's worker process: Tune retries it from its last checkpoint (FailureConfig). Killed
     once more than `max_failures`, it is recorded as errored with its error text, and the search goes on."""
-    spec = deep_update(KILL_SPEC, {
-        "name": "w",
-        "teacher": {"epochs": 2},
-        "student": {"epochs": 40, "batch_size": 16},
-        "search": {"num_samples": 2, "max_concurrent": 1, "max_failures": 1},
-    })
+    spec = deep_update(
+        KILL_SPEC,
+        {
+            "name": "w",
+            "teacher": {"epochs": 2},
+            "student": {"epochs": 40, "batch_size": 16},
+            "search": {"num_samples": 2, "max_concurrent": 1, "max_failures": 1},
+        },
+    )
     spec_path = tmp_path / "w.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     exp = tmp_path / "runs" / "w"
@@ -214,8 +231,16 @@ def test_method_table_stage_resumes_after_sigterm_and_sigkill(tmp_path):
     """Interrupted twice while the method table is retrained (SIGTERM, as a batch scheduler preempting the
     job, then SIGKILL): the runs that had finished are kept as they were (same epochs, same timestamps),
     and the table ends with every method and seed exactly once."""
-    spec = deep_update(KILL_SPEC, {"name": "m", "teacher": {"epochs": 2}, "student": {"epochs": 6},
-                                   "search": {"num_samples": 2}, "methods": {"seeds": 2}})
+    spec = deep_update(
+        KILL_SPEC,
+        {
+            "name": "m",
+            "teacher": {"epochs": 2},
+            "student": {"epochs": 6},
+            "search": {"num_samples": 2},
+            "methods": {"seeds": 2},
+        },
+    )
     spec_path = tmp_path / "m.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     exp = tmp_path / "runs" / "m"
@@ -243,7 +268,8 @@ def test_method_table_stage_resumes_after_sigterm_and_sigkill(tmp_path):
         finished = set(before_trials.loc[before_trials["status"] == "TERMINATED", "trial_id"])
         assert finished, "the kill came after at least one method run had finished"
         merged = before_epochs[before_epochs["trial_id"].isin(finished)].merge(
-            epochs, on=["trial_id", "epoch"], how="left", suffixes=("_before", ""))
+            epochs, on=["trial_id", "epoch"], how="left", suffixes=("_before", "")
+        )
         assert (merged["timestamp_before"] == merged["timestamp"]).all()  # finished runs were not retrained
     trials = pd.read_parquet(exp / "results" / "trials.parquet")
     assert len(trials) == 2  # the search itself was not touched

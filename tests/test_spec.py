@@ -6,13 +6,11 @@ import math
 import subprocess
 import sys
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from skd_tune.cli import main
-from skd_tune.spec import SpecError, Spec, load_spec, spec_hash
+from skd_tune.spec import Spec, SpecError, load_spec, spec_hash
 
 from .conftest import REPO, TINY_SPEC, deep_update, run_cli
 
@@ -38,8 +36,15 @@ def test_shipped_specs_are_valid(path, tmp_path, monkeypatch):
 
 
 def test_invented_subclasses_spec():
-    spec = Spec.model_validate(deep_update(TINY_SPEC, {"data": {"subclasses": "invented", "subclasses_per_class": 4},
-                                                       "search": {"teacher": {"num_samples": 2, "space": {"beta": {"uniform": [0.5, 2]}}}}}))
+    spec = Spec.model_validate(
+        deep_update(
+            TINY_SPEC,
+            {
+                "data": {"subclasses": "invented", "subclasses_per_class": 4},
+                "search": {"teacher": {"num_samples": 2, "space": {"beta": {"uniform": [0.5, 2]}}}},
+            },
+        )
+    )
     assert spec.data.invented and spec.data.outputs_per_group == 4 and spec.data.subclass_scheme == "known"
     assert spec.teacher_for({"beta": 0.7}).beta == 0.7 and spec.teacher_for({}).beta == spec.teacher.beta
     known = Spec.model_validate(deep_update(TINY_SPEC, {"data": {"outputs_per_subclass": 3}}))
@@ -58,7 +63,11 @@ def test_defaults_and_hash_are_stable():
 BAD = [
     ("unknown-top-key", {"nmae": "x"}, r"nmae: unknown key; valid keys here: name, storage"),
     ("unknown-nested-key", {"student": {"modle": "mlp"}}, r"student\.modle: unknown key; valid keys here: model"),
-    ("unknown-deep-key", {"student": {"resources": {"gpus": 1}}}, r"student\.resources\.gpus: unknown key; valid keys here: cpu, gpu"),
+    (
+        "unknown-deep-key",
+        {"student": {"resources": {"gpus": 1}}},
+        r"student\.resources\.gpus: unknown key; valid keys here: cpu, gpu",
+    ),
     ("unknown-scheduler-key", {"search": {"scheduler": {"grace": 1}}}, r"search\.scheduler\.grace: unknown key"),
     ("wrong-type-epochs", {"student": {"epochs": "many"}}, r"student\.epochs: must be a valid integer.*got 'many'"),
     ("wrong-type-lr", {"teacher": {"lr": [1, 2]}}, r"teacher\.lr: must be a valid number"),
@@ -68,42 +77,150 @@ BAD = [
     ("num-samples-zero", {"search": {"num_samples": 0}}, r"search\.num_samples: must be >= 1, got 0"),
     ("max-concurrent-zero", {"search": {"max_concurrent": 0}}, r"search\.max_concurrent: must be >= 1"),
     ("gpu-fraction-negative", {"student": {"resources": {"gpu": -0.5}}}, r"student\.resources\.gpu: must be >= 0"),
-    ("gpu-fraction-over-one", {"student": {"resources": {"gpu": 1.5}}}, r"student\.resources\.gpu: must be a fraction in \[0, 1\] or a whole number"),
+    (
+        "gpu-fraction-over-one",
+        {"student": {"resources": {"gpu": 1.5}}},
+        r"student\.resources\.gpu: must be a fraction in \[0, 1\] or a whole number",
+    ),
     ("cpu-zero", {"teacher": {"resources": {"cpu": 0}}}, r"teacher\.resources\.cpu: must be > 0"),
-    ("unknown-model", {"student": {"model": "resnet9000"}}, r"student\.model: unknown model 'resnet9000'; available: .*mlp.*resnet18"),
+    (
+        "unknown-model",
+        {"student": {"model": "resnet9000"}},
+        r"student\.model: unknown model 'resnet9000'; available: .*mlp.*resnet18",
+    ),
     ("unknown-teacher-model", {"teacher": {"model": "vit"}}, r"teacher\.model: unknown model 'vit'"),
-    ("unknown-sampler", {"search": {"sampler": "grid"}}, r"search\.sampler: unknown sampler 'grid'; available: tpe, cmaes, random"),
-    ("unknown-scheduler", {"search": {"scheduler": {"name": "pbt"}}}, r"search\.scheduler\.name: unknown scheduler 'pbt'; available: asha, fifo"),
-    ("unknown-source", {"data": {"source": "mnist"}}, r"data\.source: unknown dataset source 'mnist'; available: digits"),
-    ("unknown-metric", {"search": {"metric": "val_mcc"}}, r"search\.metric: unknown metric 'val_mcc'; the student trials report: val_f1"),
+    (
+        "unknown-sampler",
+        {"search": {"sampler": "grid"}},
+        r"search\.sampler: unknown sampler 'grid'; available: tpe, cmaes, random",
+    ),
+    (
+        "unknown-scheduler",
+        {"search": {"scheduler": {"name": "pbt"}}},
+        r"search\.scheduler\.name: unknown scheduler 'pbt'; available: asha, fifo",
+    ),
+    (
+        "unknown-source",
+        {"data": {"source": "mnist"}},
+        r"data\.source: unknown dataset source 'mnist'; available: digits",
+    ),
+    (
+        "unknown-metric",
+        {"search": {"metric": "val_mcc"}},
+        r"search\.metric: unknown metric 'val_mcc'; the student trials report: val_f1",
+    ),
     ("bad-mode", {"search": {"mode": "maximise"}}, r"search\.mode: must be one of 'max' or 'min'"),
-    ("missing-data-path", {"data": {"source": "npz", "root": "no/such/file.npz"}}, r"data\.root: path 'no/such/file\.npz' does not exist"),
+    (
+        "missing-data-path",
+        {"data": {"source": "npz", "root": "no/such/file.npz"}},
+        r"data\.root: path 'no/such/file\.npz' does not exist",
+    ),
     ("data-path-required", {"data": {"source": "npz"}}, r"data\.root is required for source 'npz'"),
-    ("loguniform-low-zero", {"search": {"space": {"temperature": {"loguniform": [0, 5]}}}}, r"search\.space\.temperature: loguniform: low must be > 0"),
-    ("low-above-high", {"search": {"space": {"w_skd": {"uniform": [0.8, 0.2]}}}}, r"search\.space\.w_skd: uniform: low must be <= high, got \[0\.8, 0\.2\]"),
-    ("empty-choice", {"search": {"space": {"lr": {"choice": []}}}}, r"search\.space\.lr: choice: must list at least one value"),
-    ("two-kinds", {"search": {"space": {"lr": {"uniform": [0.1, 0.2], "loguniform": [0.1, 0.2]}}}}, r"search\.space\.lr: give exactly one of"),
-    ("unknown-dist", {"search": {"space": {"lr": {"normal": [0, 1]}}}}, r"search\.space\.lr\.normal: unknown key; valid keys here: uniform, loguniform, int, choice"),
-    ("unknown-param", {"search": {"space": {"gamma": {"uniform": [0, 1]}}}}, r"search\.space\.gamma: not a parameter the student trainable knows; searchable: temperature"),
-    ("temperature-bound-invalid", {"search": {"space": {"temperature": {"uniform": [-2, 5]}}}}, r"search\.space\.temperature: uniform value -2(\.0)? is not a valid student\.temperature: must be > 0"),
-    ("weight-bound-invalid", {"search": {"space": {"w_kd": {"uniform": [-1, 1]}}}}, r"search\.space\.w_kd: uniform value -1(\.0)? is not a valid student\.w_kd: must be >= 0"),
+    (
+        "loguniform-low-zero",
+        {"search": {"space": {"temperature": {"loguniform": [0, 5]}}}},
+        r"search\.space\.temperature: loguniform: low must be > 0",
+    ),
+    (
+        "low-above-high",
+        {"search": {"space": {"w_skd": {"uniform": [0.8, 0.2]}}}},
+        r"search\.space\.w_skd: uniform: low must be <= high, got \[0\.8, 0\.2\]",
+    ),
+    (
+        "empty-choice",
+        {"search": {"space": {"lr": {"choice": []}}}},
+        r"search\.space\.lr: choice: must list at least one value",
+    ),
+    (
+        "two-kinds",
+        {"search": {"space": {"lr": {"uniform": [0.1, 0.2], "loguniform": [0.1, 0.2]}}}},
+        r"search\.space\.lr: give exactly one of",
+    ),
+    (
+        "unknown-dist",
+        {"search": {"space": {"lr": {"normal": [0, 1]}}}},
+        r"search\.space\.lr\.normal: unknown key; valid keys here: uniform, loguniform, int, choice",
+    ),
+    (
+        "unknown-param",
+        {"search": {"space": {"gamma": {"uniform": [0, 1]}}}},
+        r"search\.space\.gamma: not a parameter the student trainable knows; searchable: temperature",
+    ),
+    (
+        "temperature-bound-invalid",
+        {"search": {"space": {"temperature": {"uniform": [-2, 5]}}}},
+        r"search\.space\.temperature: uniform value -2(\.0)? is not a valid student\.temperature: must be > 0",
+    ),
+    (
+        "weight-bound-invalid",
+        {"search": {"space": {"w_kd": {"uniform": [-1, 1]}}}},
+        r"search\.space\.w_kd: uniform value -1(\.0)? is not a valid student\.w_kd: must be >= 0",
+    ),
     ("bad-name", {"name": "my run/1"}, r"name: must match"),
     ("val-fraction", {"data": {"val_fraction": 0.9}}, r"data\.val_fraction: must be < 0\.5"),
-    ("unknown-pacing", {"student": {"curriculum": {"pacing": "cosine"}}}, r"student\.curriculum\.pacing: unknown pacing 'cosine'; available: none, linear, root, step, exponential"),
-    ("curriculum-start-zero", {"student": {"curriculum": {"start": 0}}}, r"student\.curriculum\.start: must be > 0, got 0"),
-    ("searched-pacing-invalid", {"search": {"space": {"curriculum.pacing": {"choice": ["linear", "cosine"]}}}}, r"search\.space\.curriculum\.pacing: choice value 'cosine' is not a valid student\.curriculum\.pacing"),
-    ("subclass-scheme", {"data": {"subclasses": "agreement"}}, r"data: .*'agreement' is not a subclass scheme of source 'digits'; available: known"),
+    (
+        "unknown-pacing",
+        {"student": {"curriculum": {"pacing": "cosine"}}},
+        r"student\.curriculum\.pacing: unknown pacing 'cosine'; available: none, linear, root, step, exponential",
+    ),
+    (
+        "curriculum-start-zero",
+        {"student": {"curriculum": {"start": 0}}},
+        r"student\.curriculum\.start: must be > 0, got 0",
+    ),
+    (
+        "searched-pacing-invalid",
+        {"search": {"space": {"curriculum.pacing": {"choice": ["linear", "cosine"]}}}},
+        r"search\.space\.curriculum\.pacing: choice value 'cosine' is not a valid student\.curriculum\.pacing",
+    ),
+    (
+        "subclass-scheme",
+        {"data": {"subclasses": "agreement"}},
+        r"data: .*'agreement' is not a subclass scheme of source 'digits'; available: known",
+    ),
     ("max-failures", {"search": {"max_failures": -1}}, r"search\.max_failures: must be >= 0"),
-    ("checkpoint-interval", {"search": {"checkpoint_interval_s": -5}}, r"search\.checkpoint_interval_s: must be >= 0, got -5"),
-    ("invented-without-k", {"data": {"subclasses": "invented"}}, r"data\.subclasses_per_class: required with data\.subclasses: invented"),
-    ("k-without-invented", {"data": {"subclasses_per_class": 3}}, r"data\.subclasses_per_class: only with data\.subclasses: invented \(got subclasses: 'known'\).*outputs_per_subclass"),
-    ("outputs-with-invented", {"data": {"subclasses": "invented", "subclasses_per_class": 2, "outputs_per_subclass": 2}}, r"data\.outputs_per_subclass: only for known subclasses"),
-    ("k-zero", {"data": {"subclasses": "invented", "subclasses_per_class": 0}}, r"data\.subclasses_per_class: must be >= 1, got 0"),
+    (
+        "checkpoint-interval",
+        {"search": {"checkpoint_interval_s": -5}},
+        r"search\.checkpoint_interval_s: must be >= 0, got -5",
+    ),
+    (
+        "invented-without-k",
+        {"data": {"subclasses": "invented"}},
+        r"data\.subclasses_per_class: required with data\.subclasses: invented",
+    ),
+    (
+        "k-without-invented",
+        {"data": {"subclasses_per_class": 3}},
+        r"data\.subclasses_per_class: only with data\.subclasses: invented \(got subclasses: 'known'\).*outputs_per_subclass",
+    ),
+    (
+        "outputs-with-invented",
+        {"data": {"subclasses": "invented", "subclasses_per_class": 2, "outputs_per_subclass": 2}},
+        r"data\.outputs_per_subclass: only for known subclasses",
+    ),
+    (
+        "k-zero",
+        {"data": {"subclasses": "invented", "subclasses_per_class": 0}},
+        r"data\.subclasses_per_class: must be >= 1, got 0",
+    ),
     ("beta-negative", {"teacher": {"beta": -1}}, r"teacher\.beta: must be >= 0, got -1"),
     ("t-aux-zero", {"teacher": {"t_aux": 0}}, r"teacher\.t_aux: must be > 0, got 0"),
-    ("teacher-samples-without-space", {"search": {"teacher": {"num_samples": 3}}}, r"search\.teacher: num_samples: 3 teacher trials need a search\.teacher\.space"),
-    ("teacher-space-unknown", {"search": {"teacher": {"space": {"temperature": {"uniform": [1, 2]}}}}}, r"search\.teacher\.space\.temperature: not a parameter the teacher trainable knows; searchable: beta, t_aux, lr"),
-    ("teacher-space-invalid", {"search": {"teacher": {"space": {"beta": {"uniform": [-1, 2]}}}}}, r"search\.teacher\.space\.beta: uniform value -1(\.0)? is not a valid teacher\.beta: must be >= 0"),
+    (
+        "teacher-samples-without-space",
+        {"search": {"teacher": {"num_samples": 3}}},
+        r"search\.teacher: num_samples: 3 teacher trials need a search\.teacher\.space",
+    ),
+    (
+        "teacher-space-unknown",
+        {"search": {"teacher": {"space": {"temperature": {"uniform": [1, 2]}}}}},
+        r"search\.teacher\.space\.temperature: not a parameter the teacher trainable knows; searchable: beta, t_aux, lr",
+    ),
+    (
+        "teacher-space-invalid",
+        {"search": {"teacher": {"space": {"beta": {"uniform": [-1, 2]}}}}},
+        r"search\.teacher\.space\.beta: uniform value -1(\.0)? is not a valid teacher\.beta: must be >= 0",
+    ),
 ]
 
 
@@ -164,8 +281,15 @@ def test_help_lists_run(tmp_path):
 
 
 def test_int_and_choice_distributions_parse(write_spec):
-    spec = load_spec(write_spec({"search": {"space": {
-        "batch_size": {"int": [32, 128]}, "curriculum.pacing": {"choice": ["none", "linear"]}}}}))
+    spec = load_spec(
+        write_spec(
+            {
+                "search": {
+                    "space": {"batch_size": {"int": [32, 128]}, "curriculum.pacing": {"choice": ["none", "linear"]}}
+                }
+            }
+        )
+    )
     assert spec.search.space["batch_size"].int == (32, 128)
     assert spec.search.space["curriculum.pacing"].choice == ["none", "linear"]
     assert spec.student_for({"batch_size": 64, "curriculum.pacing": "linear"}).curriculum.pacing == "linear"
@@ -176,9 +300,17 @@ def test_decision_epochs_are_ashas_rungs(write_spec, grace, rf, epochs):
     """The epochs a trial must checkpoint an unsaved best at are the ones Ray's ASHA decides at."""
     from ray.tune.schedulers import ASHAScheduler
 
-    spec = load_spec(write_spec({"search": {"scheduler": {"name": "asha", "grace_period": grace, "reduction_factor": rf}},
-                                 "student": {"epochs": epochs}}))
-    asha = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=min(grace, epochs), reduction_factor=rf)
+    spec = load_spec(
+        write_spec(
+            {
+                "search": {"scheduler": {"name": "asha", "grace_period": grace, "reduction_factor": rf}},
+                "student": {"epochs": epochs},
+            }
+        )
+    )
+    asha = ASHAScheduler(
+        time_attr="training_iteration", max_t=epochs, grace_period=min(grace, epochs), reduction_factor=rf
+    )
     rungs = {math.ceil(m) for m, _ in asha._brackets[0]._rungs if m < epochs}  # Ray's own milestones
     assert spec.search.decision_epochs(epochs) == rungs
     fifo = load_spec(write_spec({"search": {"scheduler": {"name": "fifo"}}}))
@@ -188,7 +320,9 @@ def test_decision_epochs_are_ashas_rungs(write_spec, grace, rf, epochs):
 def test_importing_the_spec_loads_no_engine():
     """The spec is the edge every command crosses first: importing it must not load torch, sklearn or Ray
     (class-level defaults built at import time once pulled them in through the registries' validators)."""
-    code = "import sys, skd_tune.spec; print(sorted(m for m in ('torch', 'sklearn', 'ray', 'optuna') if m in sys.modules))"
+    code = (
+        "import sys, skd_tune.spec; print(sorted(m for m in ('torch', 'sklearn', 'ray', 'optuna') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

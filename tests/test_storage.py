@@ -36,9 +36,13 @@ def s3(tmp_path_factory):
     port = _free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-           "SKD_TUNE_CACHE": str(tmp_path_factory.mktemp("cache"))}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "SKD_TUNE_CACHE": str(tmp_path_factory.mktemp("cache")),
+    }
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
@@ -65,7 +69,9 @@ def test_uri_helpers():
     assert is_uri("s3://b/p") and is_uri("gs://b/p") and not is_uri("runs") and not is_uri("/abs/runs")
     assert not is_uri("file:///tmp/x")
     assert join("s3://b/runs/", "tiny") == "s3://b/runs/tiny"
-    assert join("s3://b/runs?endpoint_override=h:9", "tiny", "student") == "s3://b/runs/tiny/student?endpoint_override=h:9"
+    assert (
+        join("s3://b/runs?endpoint_override=h:9", "tiny", "student") == "s3://b/runs/tiny/student?endpoint_override=h:9"
+    )
     assert mirror_dir("b/runs/tiny").name == "tiny" and mirror_dir("b/runs/tiny") != mirror_dir("c/runs/tiny")
 
 
@@ -100,16 +106,28 @@ def test_search_on_s3_interrupted_resumed_then_read_from_another_head(s3, tmp_pa
     node is gone), the same command again on a "fresh head" finishes from what is on S3, every sample
     exactly once. Then, from yet another head with no mirror: report, status, resume (nothing retrained)
     and export read everything from the bucket."""
-    spec = deep_update(TINY_SPEC, {"name": "s3run", "storage": f"s3://{BUCKET}/runs",
-                                   "student": {"epochs": 4, "batch_size": 32},
-                                   "search": {"num_samples": 3, "scheduler": {"name": "fifo"}}, "methods": {"seeds": 1}})
+    spec = deep_update(
+        TINY_SPEC,
+        {
+            "name": "s3run",
+            "storage": f"s3://{BUCKET}/runs",
+            "student": {"epochs": 4, "batch_size": 32},
+            "search": {"num_samples": 3, "scheduler": {"name": "fifo"}},
+            "methods": {"seeds": 1},
+        },
+    )
     spec_path = tmp_path / "s3run.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "first.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "skd_tune", "run", str(spec_path)], cwd=tmp_path, env=env,
-                                stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "skd_tune", "run", str(spec_path)],
+            cwd=tmp_path,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 300
     while not re.search(r"\[student\] trials [12]/3 done", log.read_text()):  # two may finish at once
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
@@ -129,11 +147,23 @@ def test_search_on_s3_interrupted_resumed_then_read_from_another_head(s3, tmp_pa
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert all(sorted(g) == list(range(1, 5)) for g in epochs.groupby("trial_id")["epoch"].apply(list))
     keys = _keys(s3, "runs/s3run/")
-    for key in ("spec.yaml", "state.json", "teacher_logits/train.npy", "results/trials.parquet", "results/epochs.parquet",
-                "results/journal.jsonl", "results/methods.parquet", "results/data.json", "export/model.pt", "export/meta.json"):
+    for key in (
+        "spec.yaml",
+        "state.json",
+        "teacher_logits/train.npy",
+        "results/trials.parquet",
+        "results/epochs.parquet",
+        "results/journal.jsonl",
+        "results/methods.parquet",
+        "results/data.json",
+        "export/model.pt",
+        "export/meta.json",
+    ):
         assert f"runs/s3run/{key}" in keys, key
     assert any(k.startswith("runs/s3run/student/student_trainable_") and "/checkpoint_" in k for k in keys)
-    assert any(k.startswith("runs/s3run/teacher/") for k in keys) and any(k.startswith("runs/s3run/final/") for k in keys)
+    assert any(k.startswith("runs/s3run/teacher/") for k in keys) and any(
+        k.startswith("runs/s3run/final/") for k in keys
+    )
 
     # Another head node: no local mirror. report, status, resume and export read everything from S3.
     shutil.rmtree(os.environ["SKD_TUNE_CACHE"])
@@ -141,7 +171,7 @@ def test_search_on_s3_interrupted_resumed_then_read_from_another_head(s3, tmp_pa
     report = run_cli("report", uri, cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert "SKD" in report.stdout and f"uploaded to {uri}/report" in report.stdout
-    assert f"runs/s3run/report/index.html" in _keys(s3, "runs/s3run/report/")
+    assert "runs/s3run/report/index.html" in _keys(s3, "runs/s3run/report/")
     status = run_cli("status", uri, cwd=tmp_path)
     assert status.returncode == 0 and "3/3 terminated" in status.stdout and "methods done" in status.stdout
     shutil.rmtree(os.environ["SKD_TUNE_CACHE"])

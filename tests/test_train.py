@@ -75,8 +75,20 @@ def trained_teacher(data, splits, membership):
     train, val = splits
     model = _model(data)
     opt = make_optimizer(model, lr=3e-3, weight_decay=0.0)
-    history = list(fit(model, opt, teacher_loss(train), train, val, membership, data.positive_class,
-                       epochs=3, batch_size=BATCH, seed=0))
+    history = list(
+        fit(
+            model,
+            opt,
+            teacher_loss(train),
+            train,
+            val,
+            membership,
+            data.positive_class,
+            epochs=3,
+            batch_size=BATCH,
+            seed=0,
+        )
+    )
     return model, history
 
 
@@ -111,8 +123,18 @@ def test_teacher_learns_digits(trained_teacher) -> None:
     _, history = trained_teacher
     assert [m["epoch"] for m in history] == [1, 2, 3]
     last = history[-1]
-    for key in ("train_loss", "train_ce", "val_f1", "val_accuracy", "val_auc", "val_precision", "val_recall",
-                "val_loss", "val_subclass_accuracy", "epoch_time_s"):
+    for key in (
+        "train_loss",
+        "train_ce",
+        "val_f1",
+        "val_accuracy",
+        "val_auc",
+        "val_precision",
+        "val_recall",
+        "val_loss",
+        "val_subclass_accuracy",
+        "epoch_time_s",
+    ):
         assert key in last and np.isfinite(last[key]), key
     # Generous thresholds: a working loop gets well above them in 3 epochs; a broken one cannot.
     assert last["val_accuracy"] > 0.8
@@ -163,13 +185,17 @@ def test_save_load_state_and_resume_equivalence(data, splits, membership, tmp_pa
     # Uninterrupted run.
     model = _model(data, seed=2)
     opt = make_optimizer(model, lr=3e-3, weight_decay=1e-4)
-    full = list(fit(model, opt, teacher_loss(train), train, val, membership, data.positive_class, epochs, BATCH, seed=3))
+    full = list(
+        fit(model, opt, teacher_loss(train), train, val, membership, data.positive_class, epochs, BATCH, seed=3)
+    )
 
     # Interrupted after 2 epochs, checkpointed ...
     model_a = _model(data, seed=2)
     opt_a = make_optimizer(model_a, lr=3e-3, weight_decay=1e-4)
     first = []
-    for metrics in fit(model_a, opt_a, teacher_loss(train), train, val, membership, data.positive_class, epochs, BATCH, seed=3):
+    for metrics in fit(
+        model_a, opt_a, teacher_loss(train), train, val, membership, data.positive_class, epochs, BATCH, seed=3
+    ):
         first.append(metrics)
         if metrics["epoch"] == 2:
             save_state(tmp_path, model_a, opt_a, metrics["epoch"])
@@ -192,8 +218,21 @@ def test_save_load_state_and_resume_equivalence(data, splits, membership, tmp_pa
         for k, v in pstate.items():
             assert torch.equal(restored["state"][pid][k], v), (pid, k)
 
-    rest = list(fit(model_b, opt_b, teacher_loss(train), train, val, membership, data.positive_class, epochs, BATCH,
-                    seed=3, start_epoch=state["epoch"]))
+    rest = list(
+        fit(
+            model_b,
+            opt_b,
+            teacher_loss(train),
+            train,
+            val,
+            membership,
+            data.positive_class,
+            epochs,
+            BATCH,
+            seed=3,
+            start_epoch=state["epoch"],
+        )
+    )
     resumed = first + rest
     assert [m["epoch"] for m in resumed] == [1, 2, 3, 4]
     for a, b in zip(full, resumed):
@@ -211,8 +250,20 @@ def test_student_distills_from_cached_teacher_logits(trained_teacher, data, spli
     objective = DistillationLoss(membership, temperature=4.0, w_ce=1.0, w_kd=0.5, w_skd=1.0)
     student = _model(data, "mlp_tiny", seed=4)
     opt = make_optimizer(student, lr=3e-3, weight_decay=0.0)
-    history = list(fit(student, opt, student_loss(train, teacher_logits, objective), train, val, membership,
-                       data.positive_class, epochs=3, batch_size=BATCH, seed=5))
+    history = list(
+        fit(
+            student,
+            opt,
+            student_loss(train, teacher_logits, objective),
+            train,
+            val,
+            membership,
+            data.positive_class,
+            epochs=3,
+            batch_size=BATCH,
+            seed=5,
+        )
+    )
     for m in history:
         for key in ("train_loss", "train_ce", "train_kd", "train_skd"):
             assert np.isfinite(m[key]) and m[key] >= 0, key
@@ -228,8 +279,20 @@ def test_student_without_teacher(data, splits, membership) -> None:
     objective = DistillationLoss(membership, w_ce=1.0, w_kd=0.0, w_skd=0.0)
     student = _model(data, "mlp_tiny", seed=6)
     opt = make_optimizer(student, lr=3e-3, weight_decay=0.0)
-    history = list(fit(student, opt, student_loss(train, None, objective), train, val, membership,
-                       data.positive_class, epochs=2, batch_size=BATCH, seed=0))
+    history = list(
+        fit(
+            student,
+            opt,
+            student_loss(train, None, objective),
+            train,
+            val,
+            membership,
+            data.positive_class,
+            epochs=2,
+            batch_size=BATCH,
+            seed=0,
+        )
+    )
     assert set(k for k in history[0] if k.startswith("train_")) == {"train_loss", "train_ce", "train_share"}
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     # With w_skd > 0 the same loop refuses to run without teacher logits.
@@ -266,16 +329,29 @@ def _invented_teacher(beta: float):
     data = load_dataset(DataSpec(source="digits", subclasses="invented", subclasses_per_class=5), seed=0)
 
     def split(name):
-        return DeviceSplit.from_numpy(data.split(name).x, data.targets(name), data.group_to_class, data.scale, CPU,
-                                      data.outputs_per_group)
+        return DeviceSplit.from_numpy(
+            data.split(name).x, data.targets(name), data.group_to_class, data.scale, CPU, data.outputs_per_group
+        )
 
     train, val, test = split("train"), split("val"), split("test")
     torch.manual_seed(0)
     model = build_model("mlp", data.num_outputs, data.input_shape, data.mean, data.std)
     opt = make_optimizer(model, lr=3e-3, weight_decay=0.0)
     objective = TeacherLoss(membership_for(data.output_to_group, CPU), beta=beta, t_aux=1.0)
-    history = list(fit(model, opt, teacher_loss(train, objective), train, val, membership_for(data.output_to_class, CPU),
-                       data.positive_class, epochs=8, batch_size=BATCH, seed=0))
+    history = list(
+        fit(
+            model,
+            opt,
+            teacher_loss(train, objective),
+            train,
+            val,
+            membership_for(data.output_to_class, CPU),
+            data.positive_class,
+            epochs=8,
+            batch_size=BATCH,
+            seed=0,
+        )
+    )
     return history, predict_logits(model, test).numpy(), data
 
 
@@ -308,12 +384,12 @@ def test_checkpoint_policy_last_epoch_interval_and_rungs():
     """Checkpoint at the last epoch, once `interval_s` has passed, and at a scheduler's decision epoch only
     when the best epoch changed since the last checkpoint."""
     p = CheckpointPolicy(interval_s=10.0, last_epoch=20, decision_epochs=frozenset({3, 9}), last_saved=100.0)
-    assert not p.due(1, best_changed=True, now=101.0)        # improved, but no rung and no time passed
-    assert not p.due(3, best_changed=False, now=102.0)       # a rung, but its best is already saved
-    assert p.due(3, best_changed=True, now=102.0)            # a rung with an unsaved best epoch
-    assert p.due(5, best_changed=False, now=110.0)           # the interval passed
+    assert not p.due(1, best_changed=True, now=101.0)  # improved, but no rung and no time passed
+    assert not p.due(3, best_changed=False, now=102.0)  # a rung, but its best is already saved
+    assert p.due(3, best_changed=True, now=102.0)  # a rung with an unsaved best epoch
+    assert p.due(5, best_changed=False, now=110.0)  # the interval passed
     p.saved(now=110.0)
     assert not p.due(6, best_changed=False, now=119.9)
-    assert p.due(20, best_changed=False, now=111.0)          # the last epoch, always
+    assert p.due(20, best_changed=False, now=111.0)  # the last epoch, always
     every = CheckpointPolicy(interval_s=0.0, last_epoch=20, last_saved=100.0)
     assert all(every.due(e, best_changed=False, now=100.0) for e in range(1, 21))

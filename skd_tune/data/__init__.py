@@ -6,7 +6,7 @@ serves known subclasses (digits, MHIST agreement levels) and invented ones: `Dat
 `Dataset.outputs_per_group` say what the models output (see `with_outputs`).
 """
 
-from .base import Dataset, DataError, Source, Split, stratified_split, with_outputs
+from .base import DataError, Dataset, Source, Split, stratified_split, with_outputs
 from .sources import SOURCES, load_dataset
 
 __all__ = ["Dataset", "DataError", "SOURCES", "Source", "Split", "load_dataset", "stratified_split", "with_outputs"]

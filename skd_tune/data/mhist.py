@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .base import Dataset, DataError, Split
+from .base import DataError, Dataset, Split
 from .synth import COLUMNS
 
 if TYPE_CHECKING:
@@ -102,7 +102,9 @@ def read_annotations(path: str | os.PathLike) -> Annotations:
             f"and {IMAGES}/ (write a synthetic one with: skd-tune data synth-mhist DIR)"
         ) from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read the annotations file ({e.strerror}); check the path and its permissions") from None
+        raise DataError(
+            f"{path}: cannot read the annotations file ({e.strerror}); check the path and its permissions"
+        ) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -112,7 +114,9 @@ def read_annotations(path: str | os.PathLike) -> Annotations:
     try:
         header = next(reader, None)
     except csv.Error as e:
-        raise DataError(f"{path}, line 1: not a readable CSV header ({e}); the header must be: {', '.join(COLUMNS)}") from None
+        raise DataError(
+            f"{path}, line 1: not a readable CSV header ({e}); the header must be: {', '.join(COLUMNS)}"
+        ) from None
     if header is None:
         raise DataError(f"{path}: the file is empty; it needs the header {', '.join(COLUMNS)} and one row per image")
     header = [h.strip() for h in header]
@@ -159,7 +163,9 @@ def read_annotations(path: str | os.PathLike) -> Annotations:
         elif name in (".", "..") or "/" in name or "\\" in name:
             bad.append(f"{COL_NAME} {name!r} must be a file name inside {IMAGES}/, without directories")
         elif name in first_line:
-            bad.append(f"image {name!r} is listed again (first on line {first_line[name]}); each image must appear once")
+            bad.append(
+                f"image {name!r} is listed again (first on line {first_line[name]}); each image must appear once"
+            )
         if lab not in CLASS_NAMES:
             bad.append(f"unknown {COL_LABEL} {lab!r}; expected HP or SSA")
         vote = int(vote_text) if vote_text.isascii() and vote_text.isdigit() else None
@@ -184,7 +190,9 @@ def read_annotations(path: str | os.PathLike) -> Annotations:
         lines.append(line_start)
 
     if problems:
-        raise DataError(_problems_message(path, problems, f"Fix {'that row' if len(problems) == 1 else 'those rows'} of the CSV"))
+        raise DataError(
+            _problems_message(path, problems, f"Fix {'that row' if len(problems) == 1 else 'those rows'} of the CSV")
+        )
     test_arr = np.array(test, dtype=bool)
     n_train, n_test = int((~test_arr).sum()), int(test_arr.sum())
     if n_train < 2 or n_test < 1:
@@ -219,7 +227,9 @@ def subclasses_for(scheme: str, label: np.ndarray, agreement: np.ndarray) -> tup
         sub = label * 2 + (agreement < 7)
         s2c = np.repeat(np.arange(2), 2)
     else:
-        raise DataError(f"data.subclasses: {scheme!r} is not a subclass scheme of source 'mhist'; available: {', '.join(SCHEMES)}")
+        raise DataError(
+            f"data.subclasses: {scheme!r} is not a subclass scheme of source 'mhist'; available: {', '.join(SCHEMES)}"
+        )
     return sub.astype(np.int64), names, s2c.astype(np.int64)
 
 
@@ -341,8 +351,11 @@ def _images(ann: Annotations, root: Path, size: int, cache_dir: Path) -> tuple[n
     x = _decode_images(paths, ann.lines, size, ann.path)
     problem = _write_cache(cache, x, f"mhist-{where}-{size}px-*.npy")
     if problem is not None:
-        warnings.warn(f"{cache}: could not write the decoded-image cache ({problem}); set data.cache_dir to a "
-                      "writable directory to avoid decoding again next time", stacklevel=3)
+        warnings.warn(
+            f"{cache}: could not write the decoded-image cache ({problem}); set data.cache_dir to a "
+            "writable directory to avoid decoding again next time",
+            stacklevel=3,
+        )
         return x, None, True
     return x, cache, True
 
@@ -368,7 +381,7 @@ def _val_split(subclass: np.ndarray, s2c: np.ndarray, val_fraction: float, seed:
     return np.sort(tr), np.sort(va)
 
 
-def load_mhist_dataset(spec: "DataSpec", seed: int) -> Dataset:
+def load_mhist_dataset(spec: DataSpec, seed: int) -> Dataset:
     """MHIST from `spec.root`: HP vs SSA (the positive class), subclasses by annotator agreement.
 
     * Subclasses (`data.subclasses`): `agreement` (default), 8 subclasses HP-7/7 ... HP-4/7,
@@ -383,7 +396,9 @@ def load_mhist_dataset(spec: "DataSpec", seed: int) -> Dataset:
     """
     scheme = spec.subclass_scheme  # with `invented`, the known scheme that scores the invented subclasses
     if scheme not in SCHEMES:
-        raise DataError(f"data.subclasses: {scheme!r} is not a subclass scheme of source 'mhist'; available: {', '.join(SCHEMES)}")
+        raise DataError(
+            f"data.subclasses: {scheme!r} is not a subclass scheme of source 'mhist'; available: {', '.join(SCHEMES)}"
+        )
     root = Path(spec.root)
     if root.is_file():  # the CSV itself was given
         csv_path, root = root, root.parent

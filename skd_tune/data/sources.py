@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Dataset, DataError, Source, Split, stratified_split, with_outputs
+from .base import DataError, Dataset, Source, Split, stratified_split, with_outputs
 from .mhist import load_mhist_dataset
 
 if TYPE_CHECKING:
@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 __all__ = ["SOURCES", "load_dataset", "load_digits_dataset", "load_mhist_dataset"]
 
 
-def _from_arrays(name, x, subclass, subclass_to_class, class_names, subclass_names, scale, spec, seed, info=None) -> Dataset:
+def _from_arrays(
+    name, x, subclass, subclass_to_class, class_names, subclass_names, scale, spec, seed, info=None
+) -> Dataset:
     tr, va, te = stratified_split(subclass, spec.val_fraction, spec.test_fraction, seed)
     # Per-channel normalisation from the training split, on the [0, 1] scale.
     xt = x[tr].astype(np.float64) * scale
@@ -46,7 +48,7 @@ def _from_arrays(name, x, subclass, subclass_to_class, class_names, subclass_nam
     )
 
 
-def load_digits_dataset(spec: "DataSpec", seed: int) -> Dataset:
+def load_digits_dataset(spec: DataSpec, seed: int) -> Dataset:
     """scikit-learn's bundled digits (1,797 8x8 images): classes 0-4 vs 5-9, the ten digits as subclasses."""
     from sklearn.datasets import load_digits
 
@@ -55,12 +57,19 @@ def load_digits_dataset(spec: "DataSpec", seed: int) -> Dataset:
     subclass = bunch.target.astype(np.int64)
     subclass_to_class = (np.arange(10) >= 5).astype(np.int64)
     return _from_arrays(
-        "digits", x, subclass, subclass_to_class, ["0-4", "5-9"], [str(d) for d in range(10)],
-        1.0 / 16.0, spec, seed,
+        "digits",
+        x,
+        subclass,
+        subclass_to_class,
+        ["0-4", "5-9"],
+        [str(d) for d in range(10)],
+        1.0 / 16.0,
+        spec,
+        seed,
     )
 
 
-def load_npz_dataset(spec: "DataSpec", seed: int) -> Dataset:
+def load_npz_dataset(spec: DataSpec, seed: int) -> Dataset:
     """Your own arrays in one `.npz`: `x` (N, C, H, W) or (N, F), uint8 (0-255) or float in [0, 1];
     `subclass` (N,) ints; `subclass_to_class` (S,) ints; optional `class_names`, `subclass_names`."""
     path = spec.root
@@ -71,7 +80,9 @@ def load_npz_dataset(spec: "DataSpec", seed: int) -> Dataset:
         raise DataError(f"{path}: cannot read as an .npz file ({e}); write it with numpy.savez") from None
     missing = [k for k in ("x", "subclass", "subclass_to_class") if k not in arrays]
     if missing:
-        raise DataError(f"{path}: missing array(s) {', '.join(missing)}; the file needs x, subclass and subclass_to_class")
+        raise DataError(
+            f"{path}: missing array(s) {', '.join(missing)}; the file needs x, subclass and subclass_to_class"
+        )
     x, sub, s2c = arrays["x"], arrays["subclass"].astype(np.int64), arrays["subclass_to_class"].astype(np.int64)
     if len(x) != len(sub):
         raise DataError(f"{path}: x has {len(x)} rows but subclass has {len(sub)}; they must match")
@@ -98,7 +109,7 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def load_dataset(spec: "DataSpec", seed: int) -> Dataset:
+def load_dataset(spec: DataSpec, seed: int) -> Dataset:
     """Load the dataset the spec names, split with `seed`."""
     if spec.source not in SOURCES:
         raise DataError(f"data.source: unknown source {spec.source!r}; available: {', '.join(sorted(SOURCES))}")

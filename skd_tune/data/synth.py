@@ -231,8 +231,9 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def write_synthetic_mhist(out_dir: str | os.PathLike, n: int = 3152, seed: int = 0, size: int = 224,
-                          workers: int | None = None) -> Path:
+def write_synthetic_mhist(
+    out_dir: str | os.PathLike, n: int = 3152, seed: int = 0, size: int = 224, workers: int | None = None
+) -> Path:
     """Write a synthetic MHIST-layout dataset of `n` images of `size` x `size` pixels into `out_dir`.
 
     Returns `out_dir` as a Path. Existing files of the same names are overwritten; `annotations.csv`
@@ -249,15 +250,19 @@ def write_synthetic_mhist(out_dir: str | os.PathLike, n: int = 3152, seed: int =
     try:
         images.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"{images}: cannot create the directory ({e.strerror or e}); choose a writable location") from None
+        raise DataError(
+            f"{images}: cannot create the directory ({e.strerror or e}); choose a writable location"
+        ) from None
 
     meta_ss, pixel_ss = np.random.SeedSequence(seed).spawn(2)
     ann = _annotations(n, np.random.default_rng(meta_ss))
     names = mhist_names(n)
     share = ann["votes"] / 7.0
     starts = range(0, n, _CHUNK)
-    tasks = [(ss, share[lo : lo + _CHUNK], names[lo : lo + _CHUNK], size, images)
-             for ss, lo in zip(pixel_ss.spawn(len(starts)), starts)]
+    tasks = [
+        (ss, share[lo : lo + _CHUNK], names[lo : lo + _CHUNK], size, images)
+        for ss, lo in zip(pixel_ss.spawn(len(starts)), starts)
+    ]
 
     n_workers = min(workers or min(8, _cpu_count()), len(tasks))
     parallel = n_workers > 1 and n * size * size >= _PARALLEL_MIN_PIXELS and "fork" in mp.get_all_start_methods()
@@ -272,7 +277,9 @@ def write_synthetic_mhist(out_dir: str | os.PathLike, n: int = 3152, seed: int =
             for task in tasks:
                 _write_chunk(task)
     except OSError as e:
-        raise DataError(f"{images}: cannot write the images ({e.strerror or e}); free some space or choose another directory") from None
+        raise DataError(
+            f"{images}: cannot write the images ({e.strerror or e}); free some space or choose another directory"
+        ) from None
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -284,5 +291,7 @@ def write_synthetic_mhist(out_dir: str | os.PathLike, n: int = 3152, seed: int =
         tmp.write_text(buf.getvalue(), encoding="utf-8")
         os.replace(tmp, out / "annotations.csv")
     except OSError as e:
-        raise DataError(f"{out / 'annotations.csv'}: cannot write the file ({e.strerror or e}); choose a writable directory") from None
+        raise DataError(
+            f"{out / 'annotations.csv'}: cannot write the file ({e.strerror or e}); choose a writable directory"
+        ) from None
     return out
