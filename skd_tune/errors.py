@@ -3,12 +3,15 @@
 
 __all__ = [
     "CheckpointError",
+    "ExperimentLocked",
     "DataError",
     "NotAnExperiment",
     "PipelineError",
     "ResultsError",
     "SearchInterrupted",
     "UserError",
+    "first_line",
+    "last_line",
 ]
 
 
@@ -38,3 +41,24 @@ class NotAnExperiment(UserError):
 
 class SearchInterrupted(Exception):
     """The driver was interrupted; everything computed so far is saved and the run can resume."""
+
+
+class ExperimentLocked(UserError):
+    """Another driver holds the experiment; says who, since when, and what to do."""
+
+
+def first_line(error: BaseException | str | None, limit: int = 300) -> str:
+    """The first non-empty line of an error's text (or its type's name): the cause, for a one-paragraph message."""
+    text = str(error).strip() if error is not None else ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines:
+        return lines[0][:limit]
+    return type(error).__name__ if isinstance(error, BaseException) else "unknown error"
+
+
+def last_line(error: BaseException | str | None, limit: int = 300) -> str:
+    """The last non-empty line of a (remote) traceback: the exception itself, without the stack."""
+    lines = [ln.strip() for ln in str(error or "").strip().splitlines() if ln.strip()]
+    if lines:
+        return lines[-1][:limit]
+    return type(error).__name__ if isinstance(error, BaseException) else "unknown error"
