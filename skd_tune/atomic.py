@@ -17,6 +17,17 @@ from typing import IO, Any
 __all__ = ["write_atomic", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
+def _file_mode() -> int:
+    """The mode `open()` would give a new file: 0o666 less this process's umask (read without changing it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
+
+
 def write_atomic(
     path: str | os.PathLike, write: Callable[[IO[bytes]], Any] | Callable[[str], Any], *, to_path: bool = False
 ) -> Path:
@@ -26,6 +37,7 @@ def write_atomic(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; readers (a web server, other users) expect 0644
         if to_path:
             os.close(fd)
             write(tmp)

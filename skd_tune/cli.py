@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on a joined cluster, how long to wait for a node that can hold a trial (default: 300)",
     )
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="take over an experiment on shared storage whose driver (on another host) stopped sending heartbeats",
+    )
     r.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and worker output")
     st = sub.add_parser("status", help="stages done, trials by status, best so far (works while a search runs)")
     st.add_argument("experiment", help="experiment directory, e.g. runs/digits-skd")
@@ -63,70 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .errors import SearchInterrupted, UserError
-    from .spec import SpecError, load_spec
+    from .spec import SpecError
 
     try:
-        if args.command == "status":
-            from .status import experiment_status, format_status
-            from .storage import checkout
-
-            root, _ = checkout(args.experiment)  # a URI: its files, pulled into the local mirror
-            print(format_status(experiment_status(root), resume_cmd=f"skd-tune run {args.experiment}"))
-            return 0
-        if args.command == "report":
-            from pathlib import Path
-
-            from .report import build_report
-            from .storage import checkout, join, push
-
-            root, remote = checkout(args.experiment)
-            report = build_report(root, out_dir=Path(args.out) if args.out else None, top=args.top)
-            print(report.text)
-            print(f"report: {report.html} (summary: {report.summary})")
-            if remote is not None and not args.out:
-                push(root, remote, "report")
-                print(f"uploaded to {join(remote.uri, 'report')}")
-            return 0
-        if args.command == "export":
-            from .export import export_artifacts, format_export
-            from .storage import checkout
-
-            formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-            root, _ = checkout(args.experiment)
-            print(format_export(export_artifacts(root, args.out, formats)))
-            return 0
-        if args.command == "predict":
-            from .export import format_predictions, predict_inputs
-
-            print(format_predictions(predict_inputs(args.export_dir, args.inputs)))
-            return 0
-        if args.command == "data" and args.data_command == "synth-mhist":
-            import time
-
-            from .data.mhist import ANNOTATIONS, read_annotations
-            from .data.synth import write_synthetic_mhist
-
-            t0 = time.perf_counter()
-            out = write_synthetic_mhist(args.dir, n=args.n, seed=args.seed, size=args.size)
-            seconds = time.perf_counter() - t0
-            print(
-                f"{out}: {read_annotations(out / ANNOTATIONS).summary()}, {args.size}x{args.size} px, in {seconds:.1f} s"
-            )
-            return 0
-        if args.command == "run":
-            from .pipeline import run
-
-            spec = load_spec(args.spec)
-            summary = run(
-                spec,
-                address=args.address,
-                verbose=args.verbose,
-                resume_cmd=f"skd-tune run {args.spec}",
-                printer=lambda line: print(line, flush=True),
-                node_wait_s=args.node_wait,
-            )
-            print(f"done in {summary.seconds:.0f} s: {summary.experiment}")
-            return 0
+        return COMMANDS[args.command](args)
     except (SpecError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -135,7 +80,84 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         _stop_local_ray()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .experiment import resolve_spec
+    from .pipeline import run
+
+    summary = run(
+        resolve_spec(args.spec),
+        address=args.address,
+        verbose=args.verbose,
+        resume_cmd=f"skd-tune run {args.spec}",
+        printer=lambda line: print(line, flush=True),
+        node_wait_s=args.node_wait,
+        force=args.force,
+    )
+    print(f"done in {summary.seconds:.0f} s: {summary.experiment}")
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .status import experiment_status, format_status
+
+    print(format_status(experiment_status(args.experiment), resume_cmd=f"skd-tune run {args.experiment}"))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .experiment import Experiment
+    from .report import build_report
+
+    exp = Experiment.existing(args.experiment)
+    report = build_report(exp, out_dir=Path(args.out) if args.out else None, top=args.top)
+    print(report.text)
+    print(f"report: {report.html} (summary: {report.summary})")
+    if exp.remote is not None and not args.out:
+        exp.sync(exp.report_dir.name)
+        print(f"uploaded to {exp.location.rstrip('/')}/{exp.report_dir.name}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .serve import export_artifacts, format_export, resolve_export_dir
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    print(format_export(export_artifacts(resolve_export_dir(args.experiment), args.out, formats)))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .serve import format_predictions, predict_inputs, resolve_export_dir
+
+    print(format_predictions(predict_inputs(resolve_export_dir(args.export_dir), args.inputs)))
+    return 0
+
+
+def _synth_mhist(args: argparse.Namespace) -> int:
+    import time
+
+    from .data.mhist import ANNOTATIONS, read_annotations
+    from .data.synth import write_synthetic_mhist
+
+    t0 = time.perf_counter()
+    out = write_synthetic_mhist(args.dir, n=args.n, seed=args.seed, size=args.size)
+    seconds = time.perf_counter() - t0
+    print(f"{out}: {read_annotations(out / ANNOTATIONS).summary()}, {args.size}x{args.size} px, in {seconds:.1f} s")
+    return 0
+
+
+COMMANDS = {
+    "run": _run,
+    "status": _status,
+    "report": _report,
+    "export": _export,
+    "predict": _predict,
+    "data": _synth_mhist,  # its only subcommand: synth-mhist
+}
 
 
 def _stop_local_ray() -> None:

@@ -5,8 +5,11 @@ value and (where there is a closed set) the valid choices, e.g.::
 
     student.temperature: must be > 0, got -1
 
-`load_spec(path)` returns a validated `Spec` or raises `SpecError`, whose `str()` is the one-paragraph
-message the CLI prints before exiting with code 2.
+`load_spec(path)` reads a YAML file and `parse_spec(text)` / `validate_spec(raw)` validate it; each
+returns a `Spec` or raises `SpecError`, whose `str()` is the one-paragraph message the CLI prints
+before exiting with code 2. Pure: no downloads, no experiment lookup (experiment/ resolves a directory
+or a URI to its frozen spec), no check of the file system (whether `data.root` exists is the data
+loader's question), and nothing heavy imported: the names a spec may use come from `names.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import names
+from .names import INVENTED, METRICS, SAMPLERS, SCHEDULERS
 
 __all__ = [
     "INVENTED",
@@ -41,13 +47,10 @@ __all__ = [
     "TeacherSpec",
     "load_spec",
     "nest",
+    "parse_spec",
     "spec_hash",
     "validate_spec",
 ]
-
-SAMPLERS = ("tpe", "cmaes", "random")
-SCHEDULERS = ("asha", "fifo")
-METRICS = ("val_f1", "val_accuracy", "val_auc", "val_loss")
 
 
 class SpecError(Exception):
@@ -109,15 +112,11 @@ class DataSpec(_Strict):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        from .data import SOURCES
-
-        return _one_of("dataset source", v, sorted(SOURCES))
+        return _one_of("dataset source", v, sorted(names.SOURCES))
 
     @model_validator(mode="after")
-    def _root_exists(self) -> DataSpec:
-        from .data import SOURCES
-
-        schemes = SOURCES[self.source].subclass_schemes
+    def _consistent(self) -> DataSpec:
+        needs_root, schemes = names.SOURCES[self.source]
         if self.subclasses is not None and self.subclasses not in (*schemes, INVENTED):
             raise ValueError(
                 f"data.subclasses: {self.subclasses!r} is not a subclass scheme of source {self.source!r}; "
@@ -139,23 +138,15 @@ class DataSpec(_Strict):
                 f"data.subclasses_per_class: only with data.subclasses: invented (got subclasses: "
                 f"{self.subclass_scheme!r}); to give each known subclass several outputs, set data.outputs_per_subclass"
             )
-        if SOURCES[self.source].needs_root:
-            if self.root is None:
-                raise ValueError(f"data.root is required for source {self.source!r}: the path of the dataset")
-            if not Path(self.root).exists():
-                raise ValueError(
-                    f"data.root: path {self.root!r} does not exist (relative paths are read from "
-                    f"{Path.cwd()}); point it at the dataset"
-                )
+        if needs_root and self.root is None:
+            raise ValueError(f"data.root is required for source {self.source!r}: the path of the dataset")
         return self
 
     @property
     def subclass_scheme(self) -> str:
         """`subclasses`, or the source's default scheme when not given."""
-        from .data import SOURCES
-
         if self.subclasses is None or self.subclasses == INVENTED:
-            return SOURCES[self.source].subclass_schemes[0]
+            return names.SOURCES[self.source][1][0]
         return self.subclasses
 
     @property
@@ -180,9 +171,7 @@ class CurriculumSpec(_Strict):
     @field_validator("pacing")
     @classmethod
     def _known_pacing(cls, v: str) -> str:
-        from .curriculum import PACING
-
-        return _one_of("pacing", v, list(PACING))
+        return _one_of("pacing", v, names.PACINGS)
 
 
 class _TrainSpec(_Strict):
@@ -201,9 +190,7 @@ class _TrainSpec(_Strict):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        from .models import MODELS  # the registry is the single source of valid names
-
-        return _one_of("model", v, sorted(MODELS))
+        return _one_of("model", v, sorted(names.MODELS))
 
 
 class TeacherSpec(_TrainSpec):
@@ -240,7 +227,6 @@ SEARCHABLE = (
 )
 # Teacher fields its own (small) search may vary, under `search.teacher.space`.
 TEACHER_SEARCHABLE = ("beta", "t_aux", "lr", "weight_decay", "batch_size", "curriculum.pacing", "curriculum.start")
-INVENTED = "invented"
 
 
 def nest(params: dict[str, Any]) -> dict[str, Any]:
@@ -299,6 +285,19 @@ class Distribution(_Strict):
     def values_to_check(self) -> list[Any]:
         """Values whose validity as the target field stands for the whole range (bounds or choices)."""
         return list(self.choice) if self.kind == "choice" else list(getattr(self, self.kind))
+
+    def to_optuna(self):
+        """This entry as an Optuna distribution: the one translation of the search space, used by the
+        search (`OptunaSearch(space=...)`) and by the report's importances. Optuna is imported here."""
+        import optuna.distributions as od
+
+        kind = self.kind
+        if kind == "choice":
+            return od.CategoricalDistribution(list(self.choice))
+        if kind == "int":
+            return od.IntDistribution(self.int[0], self.int[1])  # inclusive, like the spec
+        low, high = getattr(self, kind)
+        return od.FloatDistribution(float(low), float(high), log=kind == "loguniform")
 
 
 class SchedulerSpec(_Strict):
@@ -381,13 +380,6 @@ class Spec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     methods: MethodsSpec = Field(default_factory=MethodsSpec)
 
-    @property
-    def experiment_location(self) -> str:
-        """`<storage>/<name>`: a local path, or a URI when `storage` is one (s3://bucket/prefix, ...)."""
-        from .storage import is_uri, join
-
-        return join(self.storage, self.name) if is_uri(self.storage) else str(Path(self.storage) / self.name)
-
     def student_for(self, params: dict[str, Any]) -> StudentSpec:
         """The student spec of one trial: the base `student` with the searched `params` applied."""
         return StudentSpec.model_validate(_merge(self.student.model_dump(), nest(params)))
@@ -412,47 +404,30 @@ def spec_hash(spec: Spec) -> str:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a YAML spec; raise `SpecError` listing every problem with its path.
-
-    `path` may also be an experiment directory: its frozen `spec.yaml` is loaded and pointed at the
-    directory where it now lies (so a moved experiment resumes in place).
-    """
-    from .storage import checkout, is_uri
-
-    if is_uri(path):  # an experiment on shared storage: its frozen spec, pointed at where it lies
-        root, remote = checkout(str(path))
-        if not (root / "spec.yaml").exists():
-            raise SpecError(
-                str(path),
-                ["no spec.yaml there: not an skd-tune experiment"],
-                "Give the URI of an experiment directory (it holds spec.yaml and state.json), or a local YAML spec.",
-            )
-        spec = load_spec(root / "spec.yaml")
-        base, _, query = str(path).partition("?")
-        parent, _, name = base.rstrip("/").rpartition("/")
-        return spec.model_copy(update={"name": name, "storage": parent + (f"?{query}" if query else "")})
+    """Read the YAML spec file at `path` and validate it; raise `SpecError` listing every problem."""
     path = Path(path)
-    if path.is_dir():
-        frozen = path / "spec.yaml"
-        if not frozen.exists():
-            raise SpecError(
-                str(path),
-                ["a directory without spec.yaml: not an skd-tune experiment"],
-                "Give a YAML spec, or the directory of an experiment (it holds spec.yaml and state.json).",
-            )
-        spec = load_spec(frozen)
-        root = path.resolve()
-        return spec.model_copy(update={"name": root.name, "storage": str(root.parent)})
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise SpecError(
             str(path), ["file not found"], "Give the path of an existing YAML spec, e.g. search_spaces/digits.yaml."
         ) from None
-    except OSError as e:
+    except IsADirectoryError:
         raise SpecError(
-            str(path), [f"cannot read the file ({e.strerror})"], "Check the path and its permissions."
+            str(path),
+            ["a directory, not a YAML file"],
+            "Give a YAML spec, or the directory of an experiment (it holds spec.yaml and state.json).",
         ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise SpecError(
+            str(path), [f"cannot read the file ({reason})"], "Check the path and its permissions."
+        ) from None
+    return parse_spec(text, source=str(path))
+
+
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    """Parse YAML text and validate it (`validate_spec`); an empty text is its own clear error."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -462,11 +437,17 @@ def load_spec(path: str | Path) -> Spec:
             where = f"line {mark.line + 1}, column {mark.column + 1}: "
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(
-            str(path),
+            source,
             [f"{where}YAML syntax error: {problem}"],
             "Fix the YAML syntax at that line (indentation, a missing ':' or an unclosed bracket).",
         ) from None
-    return validate_spec(raw, source=str(path))
+    if raw is None:
+        raise SpecError(
+            source,
+            ["the spec file is empty"],
+            "Write the spec into it (at least `name: NAME`); search_spaces/digits.yaml is a complete example.",
+        )
+    return validate_spec(raw, source=source)
 
 
 def validate_spec(raw: Any, source: str = "<spec>") -> Spec:

@@ -1,4 +1,5 @@
-"""Plain torch training loops for teacher and student (no Ray here: trainables.py wraps these).
+"""Plain torch training loops for teacher and student (no Ray here: recipes.py builds what a trial
+trains from the spec, and tune/trainables.py reports it to Ray Tune).
 
 The whole split lives on the device as one tensor (uint8 where the source is uint8); batches are
 indexed there and scaled to [0, 1] on the fly, so there are no DataLoader workers and no per-batch
@@ -22,7 +23,7 @@ from torch import nn
 
 from .augment import augment_images
 from .curriculum import epoch_subset, pacing_fraction
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .losses import DistillationLoss, TeacherLoss, class_logits, class_membership
 from .metrics import classification_metrics
 
@@ -55,10 +56,8 @@ STATE_FILE = "state.pt"  # a training checkpoint: model, optimizer, epoch (tenso
 LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def pick_device(prefer: str | None = None) -> torch.device:
+def pick_device() -> torch.device:
     """CUDA when a GPU is visible to this process (Ray hides GPUs a trial did not ask for), else CPU."""
-    if prefer:
-        return torch.device(prefer)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -238,7 +237,8 @@ def fit(
     curriculum: Curriculum | None = None,
     augment: bool = False,
 ) -> Iterator[dict[str, float]]:
-    """Train from `start_epoch` to `epochs`, yielding each epoch's metrics (1-based `epoch`) after it.
+    """Train from `start_epoch` to `epochs`, yielding each epoch's metrics (1-based `epoch`, its time
+    `epoch_time_s` and its end `epoch_end` in seconds since the epoch) after it.
 
     With a `curriculum`, epoch e trains on the easiest share g(e) of the ordered training set.
     """
@@ -255,6 +255,7 @@ def fit(
         metrics.update(evaluate(model, val, membership, positive_class))
         metrics["epoch"] = epoch + 1
         metrics["epoch_time_s"] = time.perf_counter() - t0
+        metrics["epoch_end"] = time.time()  # wall clock, sub-second (Ray's own `timestamp` has whole seconds)
         yield metrics
 
 
@@ -350,7 +351,7 @@ def load_state(directory: str | os.PathLike) -> dict:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch's errors for a truncated/corrupt zip
         raise CheckpointError(
-            f"{path}: damaged checkpoint ({str(e).splitlines()[0]}). Delete that checkpoint "
+            f"{path}: damaged checkpoint ({first_line(e)}). Delete that checkpoint "
             "directory and run again: the trial goes on from its previous checkpoint"
         ) from None
     if not isinstance(state, dict) or "model" not in state:

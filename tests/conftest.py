@@ -6,6 +6,7 @@ import copy
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,43 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Completed
     return subprocess.run(
         [sys.executable, "-m", "skd_tune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+class Barrier:
+    """The trainables' test-only barrier (`SKD_TUNE_TEST_BARRIER`, see skd_tune/tune/trainables.py): every
+    trial of `stage` that reaches `epoch` (the teacher-logits computation: stage "teacher_logits", epoch 0)
+    writes `reached-<pid>-<epoch>` here and waits until `release()`. A test stops the run there, at a known
+    point, instead of polling its output."""
+
+    def __init__(self, directory: Path, stage: str, epoch: int):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.env = {"SKD_TUNE_TEST_BARRIER": f"{self.dir}:{stage}:{epoch}"}
+
+    def reached(self) -> list[int]:
+        """The pids waiting (or that waited) at the barrier."""
+        return sorted(int(p.name.split("-")[1]) for p in self.dir.glob("reached-*"))
+
+    def wait(self, proc: subprocess.Popen, n: int = 1, timeout: float = 300, log: Path | None = None) -> list[int]:
+        """Wait until `n` processes reached the barrier; fail if `proc` ends first."""
+        deadline = time.monotonic() + timeout
+        while len(self.reached()) < n:
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before the barrier:\n{log.read_text() if log else ''}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the barrier was never reached:\n{log.read_text() if log else ''}")
+            time.sleep(0.05)
+        return self.reached()
+
+    def release(self) -> None:
+        (self.dir / "release").touch()
+
+
+def start_cli(*args: str, cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`skd-tune ARGS` started in the background, its output into `log`."""
+    full = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    with open(log, "w") as f:
+        return subprocess.Popen(
+            [sys.executable, "-m", "skd_tune", *args], cwd=cwd, env=full, stdout=f, stderr=subprocess.STDOUT, text=True
+        )

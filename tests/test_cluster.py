@@ -329,8 +329,8 @@ def test_search_runs_trials_on_both_nodes(cluster_env, tmp_path):
     # Fetching results (cluster/README.md): spec.yaml, state.json, results/ and export/ are all that status,
     # report and export read; the Tune directories with every trial's checkpoints stay on the cluster.
     # In-process here: a subprocess costs ~10 s each on a loaded machine.
-    from skd_tune.export import export_artifacts
     from skd_tune.report import build_report
+    from skd_tune.serve import export_artifacts
     from skd_tune.status import experiment_status, format_status
 
     fetched = tmp_path / "fetched" / "cluster"
@@ -342,7 +342,7 @@ def test_search_runs_trials_on_both_nodes(cluster_env, tmp_path):
     status = format_status(experiment_status(str(fetched)))
     assert "student trials: 4/4 terminated" in status, status
     assert build_report(str(fetched)).html.is_file()
-    export_artifacts(str(fetched), str(tmp_path / "artefacts"), ["state_dict"])
+    export_artifacts(str(fetched / "export"), str(tmp_path / "artefacts"), ["state_dict"])
     assert (tmp_path / "artefacts" / "model.pt").is_file()
 
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from skd_tune.data import load_dataset
-from skd_tune.export import evaluate_exported, load_student, predict
+from skd_tune.serve import evaluate_exported, load_student, predict
 from skd_tune.spec import load_spec
 
 from .conftest import REPO, run_cli
@@ -166,21 +166,43 @@ def test_method_table_stage(tiny_run):
     assert len(list((exp / "final").glob("method_trainable_*"))) == 6
 
 
-def test_rerun_resumes_without_new_trials(tiny_run):
+def _files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def test_rerun_of_a_finished_experiment_rewrites_nothing_and_starts_no_ray(tiny_run):
     cwd, spec_path, exp, _ = tiny_run
-    before = pd.read_parquet(exp / "results" / "trials.parquet")
-    methods_before = pd.read_parquet(exp / "results" / "methods.parquet")
+    before = _files(exp)
     proc = run_cli("run", str(spec_path), cwd=cwd)
     assert proc.returncode == 0, proc.stderr
-    assert "(resuming)" in proc.stdout
-    after = pd.read_parquet(exp / "results" / "trials.parquet")
-    assert sorted(after["trial_id"]) == sorted(before["trial_id"])
-    assert len(list((exp / "student").glob("student_trainable_*"))) == 4
-    pd.testing.assert_frame_equal(pd.read_parquet(exp / "results" / "methods.parquet"), methods_before)
-    assert "[methods] test metrics" in proc.stdout
-    # Every stage was done: the rerun started no Ray (a driver records the local Ray it starts in
-    # .driver.json; the first driver's record, its processes gone, was cleared and none was written).
+    assert "(resuming)" in proc.stdout and "[methods] test metrics" in proc.stdout
+    assert "[export] best student" in proc.stdout and "[teacher] done" in proc.stdout
+    assert "trials 4/4 done" not in proc.stdout  # no stage ran
+    # Not a file written, touched or added under the experiment: no export rewritten, no state, no lock,
+    # and no .driver.json (a driver records there the local Ray it starts: this one started none).
+    assert _files(exp) == before
     assert not (exp / ".driver.json").exists()
+
+
+def test_damaged_teacher_logits_are_recomputed_before_the_method_table(tiny_run, tmp_path):
+    """The cached logits are derived from the teacher's checkpoint: truncated, with the method stage still
+    to run, they are computed again (one line says so) and the run finishes."""
+    import shutil
+
+    _, _, exp, _ = tiny_run
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(exp, copy)
+    state = json.loads((copy / "state.json").read_text())
+    del state["stages"]["methods"], state["started"]["methods"]
+    (copy / "state.json").write_text(json.dumps(state))
+    shutil.rmtree(copy / "final")
+    train = copy / "teacher_logits" / "train.npy"
+    train.write_bytes(train.read_bytes()[:200])
+    proc = run_cli("run", str(copy), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{train} is missing or damaged" in proc.stdout and "recomputing the teacher's logits" in proc.stdout
+    np.testing.assert_allclose(np.load(train), np.load(exp / "teacher_logits" / "train.npy"), atol=1e-5)
+    assert "methods" in json.loads((copy / "state.json").read_text())["stages"]
 
 
 def test_changed_spec_is_refused(tiny_run, tmp_path):
@@ -293,5 +315,34 @@ def test_cmaes_sampler_with_int_and_choice_parameters(tmp_path, write_spec):
     assert all(Path(p).name == "checkpoint_000000" for p in trials["checkpoint_path"]), trials[
         "checkpoint_path"
     ].tolist()
-    assert trials["batch_size"].between(32, 128).all() and (trials["batch_size"] % 1 == 0).all()
+    assert pd.api.types.is_integer_dtype(trials["batch_size"]) and trials["batch_size"].between(32, 128).all()
     assert set(trials["curriculum.pacing"]) <= {"none", "linear"}
+
+
+def test_a_second_driver_is_refused_and_a_killed_driver_s_lock_does_not_block(write_spec, tmp_path):
+    """Two `skd-tune run` on one experiment: the second exits 2 naming the first (status still works
+    beside it); the first is then SIGKILLed at a known point and the same command resumes and finishes."""
+    import signal
+
+    from .conftest import Barrier, start_cli
+
+    path = write_spec({"search": {"num_samples": 2, "scheduler": {"name": "fifo"}}, "student": {"epochs": 2}})
+    barrier = Barrier(tmp_path / "barrier", "student", 1)
+    log = tmp_path / "first.log"
+    first = start_cli("run", str(path), cwd=tmp_path, log=log, env=barrier.env)
+    try:
+        barrier.wait(first, n=1, log=log)
+        second = run_cli("run", str(path), cwd=tmp_path, timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert re.search(
+            rf"^error: .*tiny is being run by another skd-tune driver \(host .*, pid {first.pid}, since ", second.stderr
+        )
+        assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        status = run_cli("status", str(tmp_path / "runs" / "tiny"), cwd=tmp_path, timeout=120)
+        assert status.returncode == 0 and "student -" in status.stdout
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    again = run_cli("run", str(path), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(resuming)" in again.stdout and "[student] trials 2/2 done" in again.stdout

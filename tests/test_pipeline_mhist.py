@@ -10,7 +10,7 @@ import yaml
 
 from skd_tune.data import load_dataset
 from skd_tune.data.synth import write_synthetic_mhist
-from skd_tune.export import evaluate_exported, load_student
+from skd_tune.serve import evaluate_exported, load_student
 from skd_tune.spec import load_spec
 
 from .conftest import REPO, deep_update, run_cli

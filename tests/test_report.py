@@ -19,9 +19,9 @@ import yaml
 from PIL import Image
 
 from skd_tune.errors import NotAnExperiment, ResultsError
+from skd_tune.experiment import Experiment, ResultsTables, write_table_atomic
 from skd_tune.methods import METHODS, TEST_METRICS
 from skd_tune.report import Report, build_report
-from skd_tune.results import ResultsTables, write_table_atomic
 from skd_tune.spec import Spec
 
 from .conftest import TINY_SPEC, deep_update, run_cli
@@ -76,12 +76,17 @@ def _final_f1(params: dict, rng: np.random.Generator) -> float:
 
 
 def _write_search(
-    root: Path, spec: Spec, rng: np.random.Generator, statuses: list[str], prefix: str = "", space: dict | None = None
+    root: Path,
+    spec: Spec,
+    rng: np.random.Generator,
+    statuses: list[str],
+    table: str = "student",
+    space: dict | None = None,
 ) -> dict[str, list[dict]]:
     """Student (or teacher) trials through ResultsTables; returns the epochs written, per trial."""
     space = spec.model_dump(mode="json")["search"]["space"] if space is None else space
     tables = ResultsTables(
-        root / "results", list(space), spec.search.metric, spec.search.mode, min_interval_s=0, prefix=prefix
+        root / "results", list(space), spec.search.metric, spec.search.mode, min_interval_s=0, table=table
     )
     written: dict[str, list[dict]] = {}
     start = 1_795_000_000
@@ -195,7 +200,7 @@ def _complete(root: Path, mode: str, seed: int) -> dict:
     spec = _write_spec(root, {"search": {"metric": metric, "mode": mode, "num_samples": 14, "space": SPACE}})
     statuses = ["TERMINATED"] * 12 + ["ERROR"]
     written = _write_search(root, spec, rng, statuses)
-    _write_search(root, spec, rng, ["TERMINATED"], prefix="teacher_", space={})
+    _write_search(root, spec, rng, ["TERMINATED"], table="teacher", space={})
     runs = _write_methods(root, rng)
     data = _data_json(rng)
     (root / "results" / "data.json").write_text(json.dumps(data))
@@ -391,7 +396,7 @@ def test_early_experiments_build(tmp_path, stage):
     spec = _write_spec(root, {})
     _write_state(root, {})
     if stage == "teacher training":
-        _write_search(root, spec, rng, ["RUNNING"], prefix="teacher_", space={})
+        _write_search(root, spec, rng, ["RUNNING"], table="teacher", space={})
     if stage == "teacher done":
         _write_state(
             root,
@@ -425,6 +430,18 @@ def test_a_spec_whose_data_root_is_elsewhere_still_reports(tmp_path):
     _write_state(root, {})
     report = build_report(root)
     assert "No student trial has reported yet" in report.text
+
+
+def test_an_experiment_object_reports_into_its_report_dir(tmp_path):
+    """build_report takes an opened Experiment as well as a path; the default output is its report directory."""
+    root = tmp_path / "opened"
+    spec = _write_spec(root, {})
+    _write_search(root, spec, np.random.default_rng(2), ["TERMINATED"] * 2)
+    _write_state(root, {})
+    exp = Experiment.existing(root)
+    report = build_report(exp, top=1)
+    assert report.html == exp.report_dir / "index.html" and report.summary.parent == exp.report_dir
+    assert len(_text_trials(report.text)) == 1
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ..errors import first_line
 from .base import DataError, Dataset, Split
+from .images import decode_image
 from .synth import COLUMNS
 
 if TYPE_CHECKING:
@@ -272,18 +274,11 @@ def _cache_key(ann: Annotations, size: int, stats: list[tuple[int, int]]) -> str
 
 
 def _decode_one(path: Path, size: int, line: int, csv_path: Path) -> np.ndarray:
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return decode_image(path, size)
+    except ValueError as e:
         raise DataError(
-            f"{path}: not a readable image ({reason}); listed on line {line} of {csv_path}. Replace it with "
+            f"{path}: not a readable image ({first_line(e)}); listed on line {line} of {csv_path}. Replace it with "
             "the RGB PNG or remove its row from the CSV"
         ) from None
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import names
 from .base import DataError, Dataset, Source, Split, stratified_split, with_outputs
 from .mhist import load_mhist_dataset
 
@@ -97,15 +99,19 @@ def load_npz_dataset(spec: DataSpec, seed: int) -> Dataset:
     return _from_arrays("npz", x, sub, s2c, class_names, subclass_names, scale, spec, seed, {"path": str(path)})
 
 
-SOURCES: dict[str, Source] = {
-    "digits": Source(load_digits_dataset, needs_root=False, description="scikit-learn digits, 0-4 vs 5-9"),
-    "npz": Source(load_npz_dataset, needs_root=True, description="arrays x, subclass, subclass_to_class in one .npz"),
-    "mhist": Source(
+# name -> (loader, description); whether a source reads data.root and its subclass schemes are the
+# spec's names (names.SOURCES), so the spec validates without importing the loaders.
+_LOADERS = {
+    "digits": (load_digits_dataset, "scikit-learn digits, 0-4 vs 5-9"),
+    "npz": (load_npz_dataset, "arrays x, subclass, subclass_to_class in one .npz"),
+    "mhist": (
         load_mhist_dataset,
-        needs_root=True,
-        description="MHIST colorectal polyps (annotations.csv + images/), HP vs SSA; subclasses by annotator agreement",
-        subclass_schemes=("agreement", "unanimous"),
+        "MHIST colorectal polyps (annotations.csv + images/), HP vs SSA; subclasses by annotator agreement",
     ),
+}
+SOURCES: dict[str, Source] = {
+    name: Source(load, needs_root=names.SOURCES[name][0], description=text, subclass_schemes=names.SOURCES[name][1])
+    for name, (load, text) in _LOADERS.items()
 }
 
 
@@ -113,4 +119,9 @@ def load_dataset(spec: DataSpec, seed: int) -> Dataset:
     """Load the dataset the spec names, split with `seed`."""
     if spec.source not in SOURCES:
         raise DataError(f"data.source: unknown source {spec.source!r}; available: {', '.join(sorted(SOURCES))}")
+    if SOURCES[spec.source].needs_root and not Path(spec.root).exists():
+        raise DataError(
+            f"data.root: path {spec.root!r} does not exist (relative paths are read from {Path.cwd()}); point it "
+            "at the dataset"
+        )
     return with_outputs(SOURCES[spec.source].load(spec, seed), spec.invented, spec.outputs_per_group)

@@ -16,9 +16,9 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["record_local_ray", "stop_orphans"]
+from .layout import DRIVER_RECORD as RECORD
 
-RECORD = ".driver.json"
+__all__ = ["record_local_ray", "stop_orphans"]
 
 
 def _stat(pid: int) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from skd_tune.storage import checkout, is_uri, join, mirror_dir, open_remote, pull, push
+from skd_tune.experiment.storage import checkout, is_uri, join, mirror_dir, open_remote, pull, push
 
 from .conftest import TINY_SPEC, deep_update, run_cli
 

@@ -26,10 +26,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserError, first_line
+from . import layout
+
 __all__ = ["Remote", "checkout", "download_dir", "is_uri", "join", "mirror_dir", "open_remote", "pull", "push"]
 
 # The Ray Tune experiments stay on the storage (Ray Tune reads and writes them there itself).
-TUNE_DIRS = ("teacher", "student", "final")
+TUNE_DIRS = tuple(layout.TUNE_DIRS.values())
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -65,13 +68,11 @@ def open_remote(uri: str) -> Remote:
     AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL for S3)."""
     import pyarrow.fs as pafs
 
-    from .errors import UserError
-
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as e:
         raise UserError(
-            f"storage {uri!r}: pyarrow cannot open it ({str(e).splitlines()[0]}). Use a local path or a URI pyarrow "
+            f"storage {uri!r}: pyarrow cannot open it ({first_line(e)}). Use a local path or a URI pyarrow "
             "understands (s3://bucket/prefix, gs://bucket/prefix), with its credentials in the environment"
         ) from None
     return Remote(fs, path.rstrip("/"), uri)
@@ -108,7 +109,7 @@ def _mtime(info) -> float:
     return info.mtime.timestamp() if info.mtime is not None else 0.0
 
 
-def pull(remote: Remote, local: Path, exclude: tuple[str, ...] = TUNE_DIRS) -> int:
+def pull(remote: Remote, local: Path, exclude: tuple[str, ...] = (*TUNE_DIRS, layout.LEASE)) -> int:
     """Bring the experiment's files (all but the Ray Tune experiments) from the storage into `local`.
 
     A file is downloaded when the mirror lacks it or holds an older version; a results journal (only

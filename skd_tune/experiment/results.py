@@ -1,18 +1,18 @@
-"""Parquet tables of a search: one row per trial-epoch (`epochs.parquet`) and one per trial
+"""Parquet tables of a Tune stage: one row per trial-epoch (`epochs.parquet`) and one per trial
 (`trials.parquet`, derived from the epochs plus each trial's status).
 
-Both files are rewritten atomically (write a temporary file in the same directory, then rename), so
-`pandas.read_parquet` works at any moment while a search runs. The rewrites are throttled; what has
-not been rewritten yet is never lost: every record is first appended to `journal.jsonl` (one JSON
-line, no rewrite), which is replayed when the tables are opened again, e.g. after the driver was
-killed. Nothing here imports Ray: pipeline.py feeds the tables from a Ray Tune callback.
+Both files are rewritten atomically (`atomic.write_atomic`), so `pandas.read_parquet` works at any
+moment while a search runs. The rewrites are throttled; what has not been rewritten yet is never lost:
+every record is first appended to the table's journal (one JSON line, no rewrite), which is replayed
+when the tables are opened again, e.g. after the driver was killed. The Parquet files are derived from
+the journal: a damaged one is rebuilt from it. Nothing here imports Ray: the Tune layer feeds the tables
+from a callback. `best_trial` and `trial_counts` are the only definitions of those two things.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,36 +23,75 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ResultsError
+from ..atomic import write_atomic
+from ..errors import ResultsError, first_line
+from .layout import table_files
 
-__all__ = ["ResultsError", "ResultsTables", "read_table", "write_table_atomic"]
+__all__ = [
+    "STATUSES",
+    "ResultsError",
+    "ResultsTables",
+    "best_trial",
+    "read_table",
+    "trial_counts",
+    "write_table_atomic",
+]
 
-
-TRIAL_STATUS = ("PENDING", "RUNNING", "TERMINATED", "ERROR", "PAUSED")
+# The trial statuses the tables record, in the order status lines list them.
+STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR")
 
 
 def write_table_atomic(df: pd.DataFrame, path: Path) -> None:
     """Write `df` to `path` as Parquet so readers only ever see a complete file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-    os.replace(tmp, path)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp), to_path=True)
 
 
 def read_table(path: Path) -> pd.DataFrame | None:
-    """The table at `path`, or None when there is none yet."""
+    """The table at `path`, or None when there is none yet; a damaged file raises `ResultsError`."""
     path = Path(path)
     if not path.exists():
         return None
-    return pq.read_table(path).to_pandas()
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid / ArrowIOError
+        raise ResultsError(
+            f"{path}: not a readable Parquet file ({first_line(e)}). It was damaged (a full disk, or a copy cut "
+            "short). Run the experiment again (`skd-tune run EXPERIMENT`), which rebuilds it from its journal; or move it aside "
+            "and resume the run"
+        ) from None
+
+
+def best_trial(trials: pd.DataFrame | None, metric: str, mode: str) -> dict[str, Any] | None:
+    """The trial with the best `best_<metric>` (ties: the first by trial id), as a dict; None before any epoch."""
+    col = f"best_{metric}"
+    if trials is None or trials.empty or col not in trials or trials[col].isna().all():
+        return None
+    ordered = trials.sort_values("trial_id", kind="stable")
+    pos = ordered[col].astype(float).idxmax() if mode == "max" else ordered[col].astype(float).idxmin()
+    return ordered.loc[pos].to_dict()
+
+
+def format_value(v: Any) -> str:
+    """A parameter value as status lines show it (floats to 4 significant digits)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def trial_counts(trials: pd.DataFrame | None, num_samples: int) -> dict[str, int]:
+    """Trials by status (STATUSES); the trials not created yet count as PENDING."""
+    counts = dict.fromkeys(STATUSES, 0)
+    if trials is not None and not trials.empty:
+        for status, n in trials["status"].value_counts().items():
+            counts[str(status)] = counts.get(str(status), 0) + int(n)
+    counts["PENDING"] += max(num_samples - sum(counts.values()), 0)
+    return counts
 
 
 class ResultsTables:
     """Accumulates per-epoch metrics and trial statuses; writes `trials.parquet` and `epochs.parquet`.
 
     `param_names` are the searched parameters (one column each in the trials table); `metric` and
-    `mode` pick each trial's best epoch; `prefix` names another pair of tables (`teacher_`);
+    `mode` pick each trial's best epoch; `table` names the stage's tables (student, teacher, methods);
     `on_write(paths)` is called after each flush with the files written (e.g. to upload them).
     Existing tables in `results_dir` are loaded first, so a
     resumed search keeps every epoch already recorded (duplicates by trial and epoch are dropped).
@@ -65,13 +104,12 @@ class ResultsTables:
         metric: str,
         mode: str,
         min_interval_s: float = 1.0,
-        prefix: str = "",
+        table: str = "student",
         on_write: Callable[[list[Path]], None] | None = None,
     ):
         self.dir = Path(results_dir)
-        self.epochs_path = self.dir / f"{prefix}epochs.parquet"
-        self.trials_path = self.dir / f"{prefix}trials.parquet"
-        self.journal_path = self.dir / f"{prefix}journal.jsonl"
+        files = {kind: self.dir / Path(rel).name for kind, rel in table_files(table).items()}
+        self.epochs_path, self.trials_path, self.journal_path = files["epochs"], files["trials"], files["journal"]
         self.param_names = list(param_names)
         self.metric = metric
         self.mode = mode
@@ -204,13 +242,8 @@ class ResultsTables:
         return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
 
     def best_trial(self) -> dict[str, Any] | None:
-        """The trial with the best `best_<metric>` so far, as a dict (None before any epoch)."""
-        df = self.trials_frame()
-        col = f"best_{self.metric}"
-        if df.empty or col not in df or df[col].isna().all():
-            return None
-        pos = df[col].idxmax() if self.mode == "max" else df[col].idxmin()
-        return df.loc[pos].to_dict()
+        """The best trial so far (`best_trial` of the trials table), as a dict; None before any epoch."""
+        return best_trial(self.trials_frame(), self.metric, self.mode)
 
     def flush(self, force: bool = False) -> bool:
         """Rewrite both tables if anything changed (at most every `min_interval_s` unless `force`)."""
@@ -262,12 +295,14 @@ class ResultsTables:
 
     @staticmethod
     def _read(path: Path) -> pd.DataFrame | None:
+        if not path.exists():
+            return None
         try:
-            return read_table(path)
+            return pq.read_table(path).to_pandas()
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid / ArrowIOError
             raise ResultsError(
-                f"{path}: not a readable Parquet file ({str(e).splitlines()[0]}). It was damaged, and there is no "
-                f"journal to rebuild it from; move it aside and run again (the trials are then re-read as they report)"
+                f"{path}: not a readable Parquet file ({first_line(e)}), and there is no journal to rebuild it from; "
+                "move it aside and run again (the trials are then re-read as they report)"
             ) from None
 
 

@@ -1,4 +1,4 @@
-"""Tests of skd_tune.results: the Parquet tables of a search, written and re-read from tmp_path."""
+"""Tests of skd_tune.experiment.results: the Parquet tables of a search, written and re-read from tmp_path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pandas as pd
 import pytest
 
-from skd_tune.results import ResultsTables, read_table, write_table_atomic
+from skd_tune.experiment.results import ResultsTables, read_table, write_table_atomic
 
 PARAMS = ["lr", "temperature"]
 
@@ -240,7 +240,7 @@ def test_empty_tables(tmp_path) -> None:
 
 def test_prefix_names_another_pair_of_tables(tmp_path) -> None:
     student = _tables(tmp_path)
-    teacher = ResultsTables(tmp_path, [], "val_f1", "max", prefix="teacher_")
+    teacher = ResultsTables(tmp_path, [], "val_f1", "max", table="teacher")
     _feed(teacher, "teach1", {}, [0.9, 0.95])
     teacher.flush(force=True)
     assert sorted(os.listdir(tmp_path)) == ["teacher_epochs.parquet", "teacher_journal.jsonl", "teacher_trials.parquet"]
@@ -258,7 +258,7 @@ def test_prefix_names_another_pair_of_tables(tmp_path) -> None:
         "trials.parquet",
     ]
     # Each table pair reloads only its own rows.
-    assert ResultsTables(tmp_path, [], "val_f1", "max", prefix="teacher_").epochs_frame()[
+    assert ResultsTables(tmp_path, [], "val_f1", "max", table="teacher").epochs_frame()[
         "trial_id"
     ].unique().tolist() == ["teach1"]
     assert _tables(tmp_path).epochs_frame()["trial_id"].unique().tolist() == ["s1"]
@@ -283,7 +283,7 @@ def test_records_not_yet_flushed_survive_a_kill(tmp_path) -> None:
 
 
 def test_damaged_parquet_without_journal_is_a_clear_error(tmp_path) -> None:
-    from skd_tune.results import ResultsError
+    from skd_tune.experiment.results import ResultsError
 
     (tmp_path / "trials.parquet").write_bytes(b"PAR1 this is not a whole parquet file")
     with pytest.raises(ResultsError, match=r"trials\.parquet: not a readable Parquet file .* move it aside"):

@@ -1,0 +1,68 @@
+"""The names of the files and directories of an experiment: the only place that spells them.
+
+<storage>/<name>/
+  spec.yaml                 the frozen spec (its hash is in state.json)
+  state.json                stages started and done (`state.State`)
+  teacher/ student/ final/  the Ray Tune experiments of the three Tune stages
+  teacher_logits/           {train,val,test}.npy: the frozen teacher's logits (derived: rebuilt when damaged)
+  results/                  the Parquet tables and their journals, data.json, subclasses.json
+  export/                   the best student (model.pt + meta.json)
+  report/                   `skd-tune report`
+  .lock                     the local driver lock; `.lease.json` on a URI storage
+  .driver.json              local Ray processes of the driver (stopped if it was killed)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DRIVER_RECORD",
+    "EXPORT",
+    "LEASE",
+    "LOCK",
+    "LOGITS",
+    "LOGIT_SPLITS",
+    "REPORT",
+    "RESULTS",
+    "SPEC",
+    "STATE",
+    "TABLES",
+    "TUNE_DIRS",
+    "results_file",
+    "table_files",
+]
+
+SPEC = "spec.yaml"
+STATE = "state.json"
+LOGITS = "teacher_logits"
+LOGIT_SPLITS = ("train", "val", "test")
+RESULTS = "results"
+EXPORT = "export"
+REPORT = "report"
+LOCK = ".lock"
+LEASE = ".lease.json"
+DRIVER_RECORD = ".driver.json"
+# The Ray Tune experiment of each Tune stage (Ray Tune reads and writes these itself, also on a URI).
+TUNE_DIRS = {"teacher": "teacher", "student": "student", "methods": "final"}
+# The results tables of each Tune stage: the file-name prefix of its trials/epochs tables and journal.
+TABLES = {"student": "", "teacher": "teacher_", "methods": "methods_"}
+# Single results files, by what they hold.
+_RESULT_FILES = {
+    "data": "data.json",
+    "subclasses": "subclasses.json",
+    "method_runs": "methods.parquet",
+    "method_summary": "methods_summary.parquet",
+}
+
+
+def results_file(kind: str) -> str:
+    """`results/<file>` for `kind` in data, subclasses, method_runs, method_summary."""
+    return f"{RESULTS}/{_RESULT_FILES[kind]}"
+
+
+def table_files(table: str) -> dict[str, str]:
+    """The files of the results table `table` (student, teacher, methods): trials, epochs and journal."""
+    prefix = TABLES[table]
+    return {
+        kind: f"{RESULTS}/{prefix}{kind}.{ext}"
+        for kind, ext in (("trials", "parquet"), ("epochs", "parquet"), ("journal", "jsonl"))
+    }

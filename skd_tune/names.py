@@ -1,0 +1,37 @@
+"""The closed sets of names a spec may use, importing nothing: the spec validates against these.
+
+Each set has a registry that holds its behaviour, keyed by exactly these names (tests/test_names.py
+checks that they agree): models -> `models.MODELS`, data sources -> `data.SOURCES`, pacing functions ->
+`curriculum.PACING`, samplers and schedulers -> `tune.search.SAMPLERS` / `SCHEDULERS`, export formats
+-> `serve.FORMATS`. Keeping the names here lets `spec.py` validate without importing torch, Ray or the
+data loaders, and breaks the import circle between the spec and those modules.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EXPORT_FORMATS", "INVENTED", "METRICS", "MODELS", "PACINGS", "SAMPLERS", "SCHEDULERS", "SOURCES"]
+
+MODELS = (
+    "mlp_tiny",
+    "mlp",
+    "cnn_small",
+    "cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+)
+# source -> (whether it reads files under data.root, its subclass schemes; the first is the default)
+SOURCES: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "digits": (False, ("known",)),
+    "npz": (True, ("known",)),
+    "mhist": (True, ("agreement", "unanimous")),
+}
+INVENTED = "invented"  # a scheme every source has: the teacher invents the subclasses
+PACINGS = ("none", "linear", "root", "step", "exponential")
+SAMPLERS = ("tpe", "cmaes", "random")
+SCHEDULERS = ("asha", "fifo")
+METRICS = ("val_f1", "val_accuracy", "val_auc", "val_loss")
+EXPORT_FORMATS = ("state_dict", "torchscript", "onnx")

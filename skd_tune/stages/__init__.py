@@ -1,0 +1,20 @@
+"""The pipeline as a declared list of stages, run in order and skipped when done.
+
+    teacher (Ray Tune) -> teacher_logits (Ray task, or the driver) -> student search (Ray Tune + Optuna
+    + ASHA) -> export -> methods (the no-KD / KD / SKD table: Ray Tune, one trial per method and seed)
+
+Each stage is a `Stage` (base.py); `pipeline.run` loops over `PIPELINE`. Importing this package is
+light: a stage imports torch and the Ray layer only when it runs.
+"""
+
+from .base import Context, Stage
+from .export import ExportStage
+from .methods import MethodsStage
+from .student import StudentStage
+from .teacher import TeacherStage
+from .teacher_logits import TeacherLogitsStage
+
+PIPELINE: tuple[Stage, ...] = (TeacherStage(), TeacherLogitsStage(), StudentStage(), ExportStage(), MethodsStage())
+STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in PIPELINE)
+
+__all__ = ["PIPELINE", "STAGE_NAMES", "Context", "Stage"]

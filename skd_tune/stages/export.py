@@ -1,0 +1,58 @@
+"""The export stage: the best student of the search as `export/` (a state_dict and its meta.json),
+loaded back as a user would and scored on the test split."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import PipelineError
+from ..experiment import best_trial
+from .base import Context, Stage, plain
+
+__all__ = ["ExportStage"]
+
+
+class ExportStage(Stage):
+    name = "export"
+
+    def needs_ray(self, ctx: Context) -> bool:
+        return False
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from ..serve import evaluate_exported, export_student, load_student, set_test_metrics
+
+        spec, exp, data = ctx.spec, ctx.exp, ctx.data
+        best = best_trial(exp.trials("student"), spec.search.metric, spec.search.mode)
+        if best is None or not isinstance(best.get("checkpoint_path"), str):
+            raise PipelineError(
+                f"no student trial with a checkpoint to export; see the student trials of {exp.results_dir}"
+            )
+        params = {p: plain(best[p]) for p in spec.search.space}
+        metrics = {
+            "trial_id": best["trial_id"],
+            **{k: best[k] for k in best if k.startswith("best_val_") or k == "best_epoch"},
+        }
+        with tempfile.TemporaryDirectory() as scratch:
+            checkpoint = exp.local_dir(best["checkpoint_path"], Path(scratch))
+            export_student(exp.export_dir, spec, data, checkpoint, params, metrics)
+        model, meta = load_student(exp.export_dir)  # check the round trip: what a user will load
+        test = evaluate_exported(model, meta, data.test.x, data.classes("test"))
+        set_test_metrics(exp.export_dir, test)
+        exp.sync(exp.export_dir.name)
+        return {
+            "trial_id": best["trial_id"],
+            "params": params,
+            "val": float(best[f"best_{spec.search.metric}"]),
+            "test_metrics": test,
+            "path": exp.export_dir.name,
+        }
+
+    def show(self, ctx: Context, record: dict[str, Any]) -> None:
+        test, metric = record["test_metrics"], ctx.spec.search.metric
+        val = record.get("val", float("nan"))
+        ctx.say(
+            f"[export] best student {record['trial_id']} ({metric} {val:.4f}) exported to {ctx.exp.export_dir}; "
+            f"loaded back: test f1 {test['f1']:.4f}, accuracy {test['accuracy']:.4f}, auc {test['auc']:.4f}"
+        )

@@ -1,0 +1,153 @@
+"""The one skeleton of every Tune stage (teacher, student search, method table).
+
+`run_tune_stage(exp, spec, stage, ...)` wraps the trainable with its data and resources, creates the
+stage's Tuner or restores it (`Tuner.restore`: finished trials kept, running ones continued from their
+last checkpoint, errored ones resumed; Tune's `restart_errored` breaks `OptunaSearch`), gives it this
+run's callbacks (results tables, progress line, signals), fits it, and tells an interrupted stage
+(`SearchInterrupted`) and one whose every trial failed (`PipelineError`) from a finished one.
+
+Ray writes `tuner.pkl` when a Tuner is built, not atomically: a driver killed at that moment leaves a
+file that cannot be restored. So a stage is recorded as started in the experiment's state only once
+its Tuner exists, before `fit`; a Tune directory without that record holds no trial and is started afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ..errors import PipelineError, SearchInterrupted, first_line, last_line
+from ..experiment import Experiment, ResultsTables
+from ..experiment.layout import TUNE_DIRS
+from ..spec import Distribution, Resources, Spec
+from .callbacks import ProgressCallback, ResultsCallback
+from .search import SCHEDULERS, make_searcher
+from .signals import Interruption, SignalCallback
+
+__all__ = ["TuneStage", "run_tune_stage", "trial_id_of"]
+
+# The 3 latest checkpoints of each trial, with no score attribute: the experiment snapshot that Tune
+# restores from is forced at least every 3 checkpoints, so the checkpoint it names always still exists
+# (with num_to_keep=1 and a score, a SIGKILL could leave it naming a deleted one). Each checkpoint
+# carries the best epoch's weights, so the latest one is all export needs.
+_KEEP_CHECKPOINTS = 3
+
+
+@dataclass
+class TuneStage:
+    """What one Tune stage runs: `trainable(config, **parameters)` with `resources` per trial, over an
+    Optuna `space` (or a `grid` of values), `total` trials of at most `max_epochs` epochs each."""
+
+    name: str  # teacher | student | methods
+    trainable: Callable[..., None]
+    parameters: dict[str, Any]
+    resources: Resources
+    total: int
+    max_epochs: int
+    param_names: list[str]
+    space: dict[str, Distribution] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    scheduler: str = "fifo"
+    reuse_actors: bool = True
+
+
+def trial_id_of(result: Any) -> str:
+    """The trial id of a Ray Tune `Result` (its last report, or its directory `<trainable>_<id>`)."""
+    return (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_", 2)[-1]
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"{trial.trainable_name}_{trial.trial_id}"
+
+
+def _tuner(exp: Experiment, spec: Spec, stage: TuneStage, trainable: Any, callbacks: list) -> tune.Tuner:
+    s = spec.search
+    return tune.Tuner(
+        trainable,
+        param_space={k: tune.grid_search(v) for k, v in stage.grid.items()},
+        tune_config=tune.TuneConfig(
+            metric=s.metric,
+            mode=s.mode,
+            num_samples=1 if stage.grid else stage.total,
+            search_alg=make_searcher(stage.space, s.sampler, spec.seed, s.max_concurrent),
+            scheduler=SCHEDULERS[stage.scheduler](s, stage.max_epochs),
+            max_concurrent_trials=s.max_concurrent,
+            reuse_actors=stage.reuse_actors,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIRS[stage.name],
+            storage_path=exp.tune_location(),
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=_KEEP_CHECKPOINTS),
+            failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def _restore(exp: Experiment, stage: TuneStage, trainable: Any, callbacks: list) -> tune.Tuner:
+    path = exp.tune_location(stage.name)
+    try:
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    except (EOFError, OSError, ValueError, RuntimeError) as e:
+        raise PipelineError(
+            f"the Ray Tune experiment {path} cannot be restored ({first_line(e)}). Move that directory aside "
+            f"and run again to redo the {stage.name} stage, or give the spec a new `name:`"
+        ) from None
+    # Tune restores the callbacks pickled with the experiment (ours pickle to nothing): this run's instead.
+    tuner._local_tuner.get_run_config().callbacks = callbacks
+    return tuner
+
+
+def run_tune_stage(
+    exp: Experiment,
+    spec: Spec,
+    stage: TuneStage,
+    *,
+    printer: Callable[[str], None],
+    interruption: Interruption,
+    resume_cmd: str,
+) -> tuple[tune.ResultGrid, ResultsTables]:
+    """Create or restore the stage's Tune experiment and fit it; its results tables, flushed, with the grid."""
+    s = spec.search
+    tables = exp.tables(stage.name, stage.param_names, s.metric, s.mode)
+    callbacks = [
+        ResultsCallback(tables, stage.max_epochs),
+        ProgressCallback(stage.name, stage.total, s.metric, stage.param_names, tables.best_trial, printer),
+        SignalCallback(interruption),
+    ]
+    trainable = tune.with_resources(
+        tune.with_parameters(stage.trainable, **stage.parameters),
+        {"cpu": stage.resources.cpu, "gpu": stage.resources.gpu},
+    )
+    if exp.started(stage.name) and tune.Tuner.can_restore(exp.tune_location(stage.name)):
+        tuner = _restore(exp, stage, trainable, callbacks)
+    else:
+        exp.delete_tune_experiment(stage.name)  # a Tuner whose construction was cut short: no trial ever ran
+        tuner = _tuner(exp, spec, stage, trainable, callbacks)
+        exp.mark_started(stage.name)
+    try:
+        grid = tuner.fit()
+    finally:
+        interruption.stage_ended()
+        tables.flush(force=True)
+    finished = grid.num_terminated + grid.num_errors
+    if interruption.interrupted or finished < stage.total:
+        tables.close()
+        raise SearchInterrupted(
+            f"{stage.name} stage interrupted with {finished}/{stage.total} trials finished; everything so far is "
+            f"saved. Resume with: {resume_cmd}"
+        )
+    if grid.num_terminated == 0:
+        tables.close()
+        raise PipelineError(
+            f"every {stage.name} trial failed; the first error: {last_line(grid.errors[0] if grid.errors else None)}. "
+            f"Each trial's error text is in the `error` column of {tables.trials_path}; fix the cause and run the "
+            "same command again to resume"
+        )
+    return grid, tables
