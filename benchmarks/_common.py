@@ -1,10 +1,11 @@
 """Helpers shared by the benchmark scripts: a timed `skd-tune run`, Ray's processes and their memory,
 JSON output with the load average, a plain table.
 
-`timed_run(spec)` runs the CLI (`skd_tune.cli.main(["run", SPEC])`) in a fresh process, with each
-pipeline stage function wrapped by a wall-clock timer, so a benchmark can read the student search's
-own wall time (Tuner construction, the trials, Tune's teardown) apart from Ray's start, the teacher
-and the export. Run as a script, this file is that child process.
+`timed_run(spec)` runs the CLI (`skd_tune.cli.main(["run", SPEC])`) in a fresh process and reads
+back the wall-clock time of each pipeline stage that the pipeline records in the experiment's state
+(`"ran": [t_start, t_end]` in each stage's record), so a benchmark can read the student search's own
+wall time (Tuner construction, the trials, Tune's teardown) apart from Ray's start, the teacher and
+the export. Run as a script, this file is that child process.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "out"
 PYTHON = sys.executable
-STAGES = ("init_ray", "run_teacher", "run_teacher_logits", "run_student_search", "run_export", "run_methods")
 
 
 def loadavg() -> list[float]:
@@ -100,8 +100,9 @@ def timed_run(
     """Run `skd-tune run SPEC` (in a child process) and return its stage timings:
 
     {"rc", "wall_s" (the whole command, process start to exit), "stages": {name: [t_start, t_end]}
-    (time.time() of each pipeline stage function), "stdout"}. `on_start(proc)` is called once the
-    child is started (e.g. to sample its processes)."""
+    (time.time() of each stage that ran, by its name in `skd_tune.stages.STAGE_NAMES`: teacher,
+    teacher_logits, student, export, methods; plus "cli_main", the whole `cli.main` call), "stdout"}.
+    `on_start(proc)` is called once the child is started (e.g. to sample its processes)."""
     timings = spec_path.with_suffix(".timings.json")
     cmd = [PYTHON, __file__, str(spec_path), str(timings)] + (["--address", address] if address else [])
     full_env = {**os.environ, **(env or {})}
@@ -127,18 +128,24 @@ def timed_run(
     return {"rc": proc.returncode, "wall_s": wall, "stages": stages, "stdout": out}
 
 
-def stage_seconds(run: dict[str, Any], stage: str = "run_student_search") -> float:
+def stage_seconds(run: dict[str, Any], stage: str = "student") -> float:
+    """Wall seconds of one stage of a `timed_run` (a name of `skd_tune.stages.STAGE_NAMES`)."""
     t0, t1 = run["stages"][stage]
     return t1 - t0
 
 
-def read_results(spec_path: Path, name: str | None = None):
-    """(trials, epochs) DataFrames of the experiment a spec written by `write_spec` ran."""
-    import pandas as pd
+def experiment_of(spec_path: Path):
+    """The `skd_tune.experiment.Experiment` that `skd-tune run SPEC_PATH` runs."""
+    from skd_tune.experiment import Experiment, location_of, resolve_spec
 
-    name = name or spec_path.stem
-    results = spec_path.parent / "runs" / name / "results"
-    return pd.read_parquet(results / "trials.parquet"), pd.read_parquet(results / "epochs.parquet")
+    return Experiment.open(location_of(resolve_spec(spec_path)))
+
+
+def read_results(spec_path: Path, table: str = "student"):
+    """(trials, epochs) DataFrames of a stage's results tables (student, teacher, methods) of the
+    experiment a spec ran."""
+    exp = experiment_of(spec_path)
+    return exp.trials(table), exp.epochs(table)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,70 +155,17 @@ def read_results(spec_path: Path, name: str | None = None):
 def plain_student(
     spec, data, teacher_logits, params: dict[str, Any], seed: int | None = None, device=None, epochs: int | None = None
 ) -> list[float]:
-    """Train one student as `trainables._train_student` does (same splits on the device, model, loss,
-    optimiser, `train.fit` epochs with validation), keeping the best epoch's weights in memory but
-    writing no checkpoint and reporting to nobody. Returns each epoch's `epoch_time_s`."""
-    import math
-
-    import numpy as np
-    import torch
-
-    from skd_tune.losses import DistillationLoss
-    from skd_tune.models import build_model
-    from skd_tune.train import (
-        DeviceSplit,
-        fit,
-        make_optimizer,
-        membership_for,
-        pick_device,
-        set_threads,
-        student_loss,
-        to_device,
-    )
+    """Train one student as a trial does (`skd_tune.recipes.build_student_run`: the same splits on the
+    device, model, loss, optimiser, curriculum, `train.fit` epochs with validation), keeping the best
+    epoch's weights in memory but writing no checkpoint and reporting to nobody. `epochs` overrides the
+    student's epochs. Returns each epoch's `epoch_time_s`."""
+    from skd_tune.recipes import build_student_run
 
     student = spec.student_for(params)
     if epochs is not None:
         student = student.model_copy(update={"epochs": epochs})
-    seed = spec.seed if seed is None else seed
-    set_threads(student.resources.cpu)
-    torch.manual_seed(seed)
-    device = device or pick_device()
-
-    def split(name):
-        s = data.split(name)
-        return DeviceSplit.from_numpy(
-            s.x, data.targets(name), data.group_to_class, data.scale, device, data.outputs_per_group
-        )
-
-    train, val = split("train"), split("val")
-    t_logits = None
-    if student.w_kd > 0 or student.w_skd > 0:
-        t_logits = torch.from_numpy(np.array(teacher_logits, dtype=np.float32, copy=True)).to(device)
-    membership = membership_for(data.output_to_class, device)
-    objective = DistillationLoss(membership, student.temperature, student.w_ce, student.w_kd, student.w_skd)
-    model = build_model(student.model, data.num_outputs, data.input_shape, data.mean, data.std, student.pretrained)
-    model = to_device(model, device, len(data.input_shape) == 3)
-    optimizer = make_optimizer(model, student.lr, student.weight_decay)
-    best, times = -math.inf, []
-    metric = spec.search.metric
-    sign = 1 if spec.search.mode == "max" else -1
-    for m in fit(
-        model,
-        optimizer,
-        student_loss(train, t_logits, objective),
-        train,
-        val,
-        membership,
-        data.positive_class,
-        student.epochs,
-        student.batch_size,
-        seed,
-    ):
-        times.append(m["epoch_time_s"])
-        if sign * m.get(metric, -math.inf) > best:
-            best = sign * m[metric]
-            _ = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return times
+    run = build_student_run(student, spec, data, teacher_logits, spec.seed if seed is None else seed, device)
+    return [metrics["epoch_time_s"] for metrics, _ in run.epochs()]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,27 +315,22 @@ def _child(argv: list[str]) -> int:
     p.add_argument("--address", default=None)
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from skd_tune import cli, pipeline
+    from skd_tune import cli
+    from skd_tune.stages import STAGE_NAMES
 
-    marks: dict[str, list[float]] = {}
-
-    def wrap(name):
-        inner = getattr(pipeline, name)
-
-        def timed(*a, **kw):
-            t0 = time.time()
-            try:
-                return inner(*a, **kw)
-            finally:
-                marks[name] = [t0, time.time()]
-
-        return timed
-
-    for name in STAGES:
-        setattr(pipeline, name, wrap(name))  # run() looks these up in the module at call time
     t0 = time.time()
     rc = cli.main(["run", args.spec] + (["--address", args.address] if args.address else []))
-    marks["cli_main"] = [t0, time.time()]
+    marks: dict[str, list[float]] = {"cli_main": [t0, time.time()]}
+    try:
+        state = experiment_of(Path(args.spec)).state()
+    except Exception as e:  # noqa: BLE001 -- a failed run may leave no experiment; rc tells the parent
+        print(f"no experiment state to read the stage times from: {e}", file=sys.stderr)
+    else:
+        for name in STAGE_NAMES:
+            record = state.done(name)
+            ran = (record or {}).get("ran")
+            if ran is not None and ran[0] >= t0:  # a stage this run ran (not one done by an earlier run)
+                marks[name] = list(ran)
     Path(args.timings).write_text(json.dumps(marks))
     return rc
 

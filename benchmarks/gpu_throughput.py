@@ -2,18 +2,18 @@
 fractional-GPU trials (0.25 GPU each) vs one trial per GPU.
 
 Method (on a CUDA machine). A synthetic MHIST of `--n` images at 224 px (`skd_tune.data.synth`),
-ResNet-18 students, batch `--batch-size`, `--epochs` epochs, bf16 autocast and channels_last as the
-trainable uses them, no augmentation, FIFO (every trial runs every epoch), a tiny teacher
+ResNet-18 students, batch `--batch-size`, `--epochs` epochs, bf16 autocast and channels_last as
+a trial uses them, no augmentation, FIFO (every trial runs every epoch), a tiny teacher
 (mlp_tiny, 1 epoch: its logits are cached, so its size does not matter), no method table.
-  bare:    `skd_tune.train.fit` in this process on the GPU, with the same data, model, loss and
-           batch (benchmarks/_common.py: plain_student), no Ray;
+  bare:    `skd_tune.recipes.build_student_run` (what a trial trains) in this process on the GPU, with
+           the same data, model, loss and batch (benchmarks/_common.py: plain_student), no Ray;
   trial:   `skd-tune run` with `gpu: 1` per trial, one trial at a time (`--samples` trials);
   packed:  the same search with `gpu: 0.25` per trial and 4 at a time.
 Images/s of one training = training images / `epoch_time_s` (an epoch's training pass plus its
 validation pass, measured the same way on both sides), median over the epochs after the first
 (cuDNN autotuning); `epoch_time_s` leaves out the trial's per-epoch checkpoint and report, which
 the aggregate figure includes. Aggregate images/s of a search = training images x epochs x trials / wall time of
-the student stage (benchmarks/_common.py times `pipeline.run_student_search` inside the CLI).
+the student stage (benchmarks/_common.py reads the `student` stage's wall time from the experiment's state).
 Figures: trial / bare (target from issue 8: close to 1), packed / one-per-GPU aggregate.
 
 Without a GPU the script prints "no GPU: skipped", writes that to the JSON and exits 0.

@@ -7,13 +7,14 @@ at a time (`max_concurrent: 1`, `cpu: 1`, so torch has 1 thread on both sides) a
 (`methods.seeds: 0`); the teacher gets `--teacher-epochs` (its quality does not change a student's
 cost: its logits are cached). For each N in `--samples`:
   Ray side:   `skd-tune run SPEC` in a fresh process (benchmarks/_common.py runs `skd_tune.cli.main`
-              with each pipeline stage timed); the figure is the wall time of the student stage
-              (`pipeline.run_student_search`: Tuner construction, Optuna, actor start, the trials
-              with their per-epoch checkpoints and reports, Tune's teardown, the Parquet tables).
-              Ray's start, the teacher and the export are outside it.
+              and reads each stage's wall time from the experiment's state); the figure is the wall
+              time of the `student` stage (Tuner construction, Optuna, actor start, the trials with
+              their per-epoch checkpoints and reports, Tune's teardown, the Parquet tables). Ray's
+              start, the teacher and the export are outside it.
   plain side: the very trainings the search ran (each trial's parameters, read back from
-              trials.parquet, and the run's cached teacher logits) through `skd_tune.train.fit`,
-              one after another in this process, no Ray (benchmarks/_common.py: plain_student).
+              trials.parquet, and the run's cached teacher logits) through
+              `skd_tune.recipes.build_student_run` (what a trial trains), one after another in this
+              process, no Ray (benchmarks/_common.py: plain_student).
 Figures: ratio = Ray stage wall / plain wall; overhead per trial = (Ray - plain) / N.
 `in_trial_s` (the trials' own `epoch_time_s` sums) checks that both sides did the same compute:
 `in_trial_slowdown` > 1 means the epochs themselves ran slower inside Ray (other load on the machine,
@@ -120,11 +121,9 @@ def main() -> int:
                 for s in samplers:
                     s.stop()
             ray_s = C.stage_seconds(run)
-            cpu = samplers[0].cpu_between(*run["stages"]["run_student_search"])
+            cpu = samplers[0].cpu_between(*run["stages"]["student"])
             trials, epochs = C.read_results(spec_path)
-            import numpy as np
-
-            logits = np.load(spec_path.parent / "runs" / name / "teacher_logits" / "train.npy")
+            logits = C.experiment_of(spec_path).load_teacher_logits()["train"]
             spec_n = validate_spec(yaml.safe_load(spec_path.read_text()))
             params = [{k: _plain(t[k]) for k in spec_n.search.space} for t in trials.to_dict("records")]
             C.plain_student(spec_n, data, logits, params[0], epochs=2)  # warm-up (torch's first calls), not timed

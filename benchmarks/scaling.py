@@ -6,8 +6,8 @@ for every Ray command and the driver), and `skd-tune run SPEC --address IP:PORT`
 `--samples` student trials (digits, cnn_small, FIFO so every trial runs every epoch, max_concurrent 2,
 1 CPU per trial; tiny teacher of 1 epoch; no method table). Then a second node of 1 CPU joins
 (`ray start --address=IP:PORT --num-cpus=1 --block`) and the same search runs again under a new
-name. Trials per hour = trials / wall time of the student stage (benchmarks/_common.py times
-`pipeline.run_student_search` inside the CLI). While a search runs, the Ray processes are sampled
+name. Trials per hour = trials / wall time of the student stage (benchmarks/_common.py reads the
+`student` stage's wall time from the experiment's state). While a search runs, the Ray processes are sampled
 (every 0.5 s: pid -> parent), so each trial's `pid` in epochs.parquet is traced to the raylet, i.e.
 the node, that ran it; the `node_ip` of both nodes is this machine's.
 

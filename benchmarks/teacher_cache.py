@@ -97,7 +97,7 @@ def main() -> int:
                     "median_epoch_s": statistics.median(times),
                     "min_epoch_s": min(times),
                     "median_trial_s": float(per_trial.median()),
-                    "teacher_stage_s": C.stage_seconds(run, "run_teacher") + C.stage_seconds(run, "run_teacher_logits"),
+                    "teacher_stage_s": C.stage_seconds(run, "teacher") + C.stage_seconds(run, "teacher_logits"),
                     "student_stage_s": C.stage_seconds(run),
                     "loadavg_1m": f"{load[0]}->{C.loadavg()[0]}",
                 }
@@ -146,16 +146,19 @@ def main() -> int:
 
 def _uncached_cost(model_name: str) -> dict:
     """Seconds of one inference pass of the teacher over the digits training split (1 thread)."""
+    import torch
+
     from skd_tune.data import load_dataset
     from skd_tune.models import build_model
+    from skd_tune.recipes import device_split
     from skd_tune.spec import validate_spec
-    from skd_tune.train import DeviceSplit, predict_logits, set_threads
+    from skd_tune.train import predict_logits, set_threads
 
     spec = validate_spec({"name": "x"})
     data = load_dataset(spec.data, spec.seed)
     set_threads(1)
     model = build_model(model_name, data.num_outputs, data.input_shape, data.mean, data.std)
-    train = DeviceSplit.from_numpy(data.train.x, data.targets("train"), data.group_to_class, data.scale, "cpu")
+    train = device_split(data, "train", torch.device("cpu"))  # as a trial holds it
     predict_logits(model, train, batch_size=64)  # warm-up
     t0 = time.perf_counter()
     predict_logits(model, train, batch_size=64)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["write_atomic", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["make_dir", "write_atomic", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 def _file_mode() -> int:
@@ -48,6 +48,16 @@ def write_atomic(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def make_dir(path: str | os.PathLike, error: type[Exception], fix: str) -> Path:
+    """Create the directory `path` (and its parents), or raise `error` naming it, the cause and the `fix`."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"{path}: cannot create the directory ({e.strerror or e}); {fix}") from None
     return path
 
 

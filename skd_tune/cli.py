@@ -78,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     except (SearchInterrupted, KeyboardInterrupt) as e:
         print(f"interrupted: {e or 'run the same command again to resume'}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    finally:
-        _stop_local_ray()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -158,13 +156,6 @@ COMMANDS = {
     "predict": _predict,
     "data": _synth_mhist,  # its only subcommand: synth-mhist
 }
-
-
-def _stop_local_ray() -> None:
-    """Shut down the Ray that this process started (a no-op when none is running)."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
 
 
 if __name__ == "__main__":

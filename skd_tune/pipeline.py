@@ -20,7 +20,7 @@ import numpy as np
 
 from .data import Dataset, load_dataset
 from .errors import PipelineError, last_line
-from .experiment import Experiment, hold, location_of, prepare, record_local_ray, stop_orphans
+from .experiment import Experiment, clear_local_ray, hold, location_of, prepare, record_local_ray, stop_orphans
 from .metrics import label_bits
 from .spec import Spec
 from .stages import PIPELINE, Context, Stage
@@ -67,8 +67,12 @@ def run(
     stages = [s for s in PIPELINE if s.applies(spec)]
     if any(exp.done(s.name) is None for s in stages) or not all(s.intact(ctx, exp.done(s.name)) for s in stages):
         with hold(exp, force=force, say=printer):
-            _prepare_work(ctx, bits, address, verbose, node_wait_s)
-            _run_stages(ctx, stages)
+            try:
+                _prepare_work(ctx, bits, address, verbose, node_wait_s)
+                _run_stages(ctx, stages)
+            finally:
+                ctx.need_ray = lambda: None
+                _stop_ray(exp)
     else:
         for stage in stages:
             stage.show(ctx, exp.done(stage.name))
@@ -104,6 +108,17 @@ def _prepare_work(ctx: Context, bits: float, address: str | None, verbose: bool,
         started.append(True)
 
     ctx.need_ray = need_ray
+
+
+def _stop_ray(exp: Experiment) -> None:
+    """Shut down the Ray this driver started or joined, and forget its local processes (a driver that is
+    killed leaves the record, and the next one stops them)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    clear_local_ray(exp.root)
 
 
 def _run_stages(ctx: Context, stages: list[Stage]) -> None:

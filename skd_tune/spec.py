@@ -416,7 +416,7 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(
             str(path),
             ["a directory, not a YAML file"],
-            "Give a YAML spec, or the directory of an experiment (it holds spec.yaml and state.json).",
+            "Give a YAML spec, or the directory of an experiment (the one `skd-tune run` created as STORAGE/NAME).",
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ __all__ = [
     "predict_logits",
     "best_weights",
     "load_state",
+    "load_tensors",
     "make_optimizer",
     "membership_for",
     "save_state",
@@ -339,21 +342,32 @@ def best_weights(state: dict) -> dict:
     return state["best"]["model"] if "best" in state else state["model"]
 
 
+def load_tensors(path: str | os.PathLike, *, kind: str, missing: str, fix: str) -> Any:
+    """`torch.load(path, weights_only=True)` onto the CPU. A missing file, one holding pickled code, or a
+    damaged one is a `CheckpointError` naming `path` and the `kind` of file, with `missing` (why it may be
+    missing) or `fix` (what to do)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: {kind} file missing; {missing}") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: holds pickled objects other than tensors, so it is refused by torch.load(weights_only=True) "
+            f"(loading it could run code); {fix}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch's errors for a truncated/corrupt zip
+        raise CheckpointError(f"{path}: damaged {kind} ({first_line(e)}); {fix}") from None
+
+
 def load_state(directory: str | os.PathLike) -> dict:
     """A checkpoint written by `save_state`, loaded with `weights_only=True` onto the CPU."""
     path = os.path.join(directory, STATE_FILE)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{path}: checkpoint file missing; the checkpoint directory is incomplete. "
-            "Delete that directory and run again"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch's errors for a truncated/corrupt zip
-        raise CheckpointError(
-            f"{path}: damaged checkpoint ({first_line(e)}). Delete that checkpoint "
-            "directory and run again: the trial goes on from its previous checkpoint"
-        ) from None
+    state = load_tensors(
+        path,
+        kind="checkpoint",
+        missing="the checkpoint directory is incomplete. Delete that directory and run again",
+        fix="Delete that checkpoint directory and run again: the trial goes on from its previous checkpoint",
+    )
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not an skd-tune checkpoint (no model state in it)")
     return state

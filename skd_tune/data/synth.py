@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import make_dir, write_text_atomic
 from ..errors import DataError
 
 __all__ = ["AGREEMENT_SHARE", "COLUMNS", "HP_SHARE", "TEST_SHARE", "mhist_names", "write_synthetic_mhist"]
@@ -247,12 +248,7 @@ def write_synthetic_mhist(
         raise DataError(f"synthetic MHIST: size must be >= 8 pixels, got {size}; MHIST's images are 224")
     out = Path(out_dir)
     images = out / "images"
-    try:
-        images.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(
-            f"{images}: cannot create the directory ({e.strerror or e}); choose a writable location"
-        ) from None
+    make_dir(images, DataError, "choose a writable location")
 
     meta_ss, pixel_ss = np.random.SeedSequence(seed).spawn(2)
     ann = _annotations(n, np.random.default_rng(meta_ss))
@@ -286,10 +282,8 @@ def write_synthetic_mhist(
     writer.writerow(COLUMNS)
     for name, lab, votes, test in zip(names, ann["label"], ann["votes"], ann["test"]):
         writer.writerow([name, "SSA" if lab else "HP", int(votes), "test" if test else "train"])
-    tmp = out / "annotations.csv.tmp"
     try:
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
-        os.replace(tmp, out / "annotations.csv")
+        write_text_atomic(out / "annotations.csv", buf.getvalue())
     except OSError as e:
         raise DataError(
             f"{out / 'annotations.csv'}: cannot write the file ({e.strerror or e}); choose a writable directory"

@@ -9,7 +9,7 @@ of a killed driver (`record_local_ray`, `stop_orphans`).
 from .experiment import Experiment
 from .frozen import frozen_spec, location_of, prepare, resolve_spec
 from .lock import hold
-from .processes import record_local_ray, stop_orphans
+from .processes import clear_local_ray, record_local_ray, stop_orphans
 from .results import STATUSES, ResultsTables, best_trial, read_table, trial_counts, write_table_atomic
 from .state import State
 from .storage import is_uri, join
@@ -20,6 +20,7 @@ __all__ = [
     "ResultsTables",
     "State",
     "best_trial",
+    "clear_local_ray",
     "frozen_spec",
     "hold",
     "is_uri",

@@ -5,7 +5,7 @@ mirror of its files, uploaded to `remote` after every write (see storage.py). Th
 live at `tune_location(stage)`, on the storage itself. Readers (`status`, `report`, `export`) and the
 pipeline all go through this class; `layout.py` names the files.
 
-Primary files (the frozen spec, `state.json`, the journals, the checkpoints) are never replaced behind
+Primary files (the frozen spec, the state, the journals, the checkpoints) are never replaced behind
 the user's back: a damaged one is an error naming the file and the way out. Derived files (the cached
 teacher logits, the Parquet tables) are rebuilt: `load_teacher_logits` returns None for damaged logits,
 so their stage runs again, and `repair_tables` rewrites damaged Parquet files from their journals.
@@ -55,12 +55,12 @@ class Experiment:
         if exp.remote is None and not exp.root.is_dir():
             raise NotAnExperiment(
                 f"{shown}: no such directory. Give the directory of an experiment, the one `skd-tune run` created "
-                "as STORAGE/NAME and that holds spec.yaml and state.json, e.g. runs/digits-skd"
+                f"as STORAGE/NAME and that holds {layout.SPEC} and {layout.STATE}, e.g. runs/digits-skd"
             )
         if not exp.path(layout.SPEC).is_file():
             raise NotAnExperiment(
                 f"{shown}: not an skd-tune experiment (it has no spec.yaml). Give the directory that `skd-tune run` "
-                "created as STORAGE/NAME, which holds spec.yaml and state.json, e.g. runs/digits-skd"
+                f"created as STORAGE/NAME, which holds {layout.SPEC} and {layout.STATE}, e.g. runs/digits-skd"
             )
         return exp
 
@@ -234,19 +234,8 @@ class Experiment:
                 return None
         return out
 
-    @property
-    def logits_dir(self) -> Path:
-        return self.path(layout.LOGITS)
-
-    # -- export and report -------------------------------------------------------------------------
-    @property
-    def export_dir(self) -> Path:
-        return self.path(layout.EXPORT)
-
-    @property
-    def report_dir(self) -> Path:
-        return self.path(layout.REPORT)
-
-    @property
-    def results_dir(self) -> Path:
-        return self.path(layout.RESULTS)
+    # The directories of the experiment (locally: the experiment's own, or its mirror's).
+    logits_dir = property(lambda self: self.path(layout.LOGITS))
+    export_dir = property(lambda self: self.path(layout.EXPORT))
+    report_dir = property(lambda self: self.path(layout.REPORT))
+    results_dir = property(lambda self: self.path(layout.RESULTS))

@@ -15,11 +15,11 @@ from typing import Any
 import yaml
 
 from ..atomic import write_text_atomic
-from ..errors import NotAnExperiment, PipelineError
+from ..errors import PipelineError
 from ..spec import LOCATION_FIELDS, Spec, SpecError, load_spec, parse_spec, spec_hash
 from . import layout
 from .experiment import Experiment
-from .state import State
+from .state import State, read_primary
 from .storage import is_uri, join
 
 __all__ = ["frozen_spec", "location_of", "prepare", "resolve_spec"]
@@ -39,7 +39,7 @@ def resolve_spec(arg: str | os.PathLike) -> Spec:
             raise SpecError(
                 str(arg),
                 ["no spec.yaml there: not an skd-tune experiment"],
-                "Give the URI of an experiment directory (it holds spec.yaml and state.json), or a local YAML spec.",
+                f"Give the URI of an experiment directory (it holds {layout.SPEC} and {layout.STATE}), or a local YAML spec.",
             )
         spec = load_spec(exp.path(layout.SPEC))
         base, _, query = str(arg).partition("?")
@@ -51,7 +51,7 @@ def resolve_spec(arg: str | os.PathLike) -> Spec:
             raise SpecError(
                 str(path),
                 ["a directory without spec.yaml: not an skd-tune experiment"],
-                "Give a YAML spec, or the directory of an experiment (it holds spec.yaml and state.json).",
+                f"Give a YAML spec, or the directory of an experiment (it holds {layout.SPEC} and {layout.STATE}).",
             )
         root = path.resolve()
         spec = load_spec(root / layout.SPEC)
@@ -61,15 +61,13 @@ def resolve_spec(arg: str | os.PathLike) -> Spec:
 
 def frozen_spec(exp: Experiment) -> Spec:
     """The experiment's frozen spec; a damaged or hand-edited one is a `NotAnExperiment` naming the file."""
-    path = exp.path(layout.SPEC)
-    try:
-        return parse_spec(path.read_text(), source=str(path))
-    except (SpecError, OSError, UnicodeDecodeError) as e:
-        raise NotAnExperiment(
-            f"{path}: not a valid skd-tune spec ({e}). `skd-tune run` writes this frozen copy of the spec when an "
-            "experiment starts; it was damaged or edited. Restore it from the spec the experiment was run with "
-            "(e.g. search_spaces/NAME.yaml) and run the command again"
-        ) from None
+    return read_primary(
+        exp.path(layout.SPEC),
+        lambda p: parse_spec(p.read_text(), source=str(p)),
+        "not a valid skd-tune spec",
+        "`skd-tune run` writes this frozen copy of the spec when an experiment starts; it was damaged or edited. "
+        "Restore it from the spec the experiment was run with (e.g. search_spaces/NAME.yaml) and run the command again",
+    )
 
 
 def prepare(exp: Experiment, spec: Spec) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .layout import DRIVER_RECORD as RECORD
 
-__all__ = ["record_local_ray", "stop_orphans"]
+__all__ = ["clear_local_ray", "record_local_ray", "stop_orphans"]
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -58,6 +58,11 @@ def record_local_ray(experiment_dir: Path) -> None:
         return
     record = {"driver": [me, st[1]], "processes": _descendants(me)}
     (Path(experiment_dir) / RECORD).write_text(json.dumps(record))
+
+
+def clear_local_ray(experiment_dir: Path) -> None:
+    """Forget the recorded processes: the driver that recorded them shut its local Ray down."""
+    (Path(experiment_dir) / RECORD).unlink(missing_ok=True)
 
 
 def stop_orphans(experiment_dir: Path, grace_s: float = 3.0) -> int:

@@ -47,19 +47,21 @@ def write_table_atomic(df: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: pq.write_table(table, tmp), to_path=True)
 
 
-def read_table(path: Path) -> pd.DataFrame | None:
-    """The table at `path`, or None when there is none yet; a damaged file raises `ResultsError`."""
+_REBUILD = (
+    ". It was damaged (a full disk, or a copy cut short). Run the experiment again (`skd-tune run EXPERIMENT`), "
+    "which rebuilds it from its journal; or move it aside and resume the run"
+)
+
+
+def read_table(path: Path, fix: str = _REBUILD) -> pd.DataFrame | None:
+    """The table at `path`, or None when there is none yet; a damaged file raises `ResultsError` (ending in `fix`)."""
     path = Path(path)
     if not path.exists():
         return None
     try:
         return pq.read_table(path).to_pandas()
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid / ArrowIOError
-        raise ResultsError(
-            f"{path}: not a readable Parquet file ({first_line(e)}). It was damaged (a full disk, or a copy cut "
-            "short). Run the experiment again (`skd-tune run EXPERIMENT`), which rebuilds it from its journal; or move it aside "
-            "and resume the run"
-        ) from None
+        raise ResultsError(f"{path}: not a readable Parquet file ({first_line(e)}){fix}") from None
 
 
 def best_trial(trials: pd.DataFrame | None, metric: str, mode: str) -> dict[str, Any] | None:
@@ -295,15 +297,11 @@ class ResultsTables:
 
     @staticmethod
     def _read(path: Path) -> pd.DataFrame | None:
-        if not path.exists():
-            return None
-        try:
-            return pq.read_table(path).to_pandas()
-        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid / ArrowIOError
-            raise ResultsError(
-                f"{path}: not a readable Parquet file ({first_line(e)}), and there is no journal to rebuild it from; "
-                "move it aside and run again (the trials are then re-read as they report)"
-            ) from None
+        no_journal = (
+            ", and there is no journal to rebuild it from; move it aside and run again (the trials are then "
+            "re-read as they report)"
+        )
+        return read_table(path, fix=no_journal)
 
 
 def _plain(value: Any) -> Any:

@@ -6,7 +6,7 @@ head node finds everything:
 - the Ray Tune experiments (`teacher/`, `student/`, `final/`: trials, checkpoints, Tune's state) are
   written there by Ray Tune itself (`RunConfig(storage_path=URI)`, `Tuner.restore(URI)`), which uses
   pyarrow's filesystems too;
-- the driver's own files (spec.yaml, state.json, teacher_logits/, results/, export/, report/) are
+- the driver's own files (the frozen spec, the state, teacher_logits/, results/, export/, report/) are
   worked on in a local *mirror* of the experiment and uploaded after every write (the results tables
   and their journal on every flush, at most once a second). A run, `status`, `report` or `export`
   first pulls them from the storage into the mirror, so the mirror is a cache: deleting it, or
@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..errors import UserError, first_line
 from . import layout
 
@@ -133,12 +134,12 @@ def pull(remote: Remote, local: Path, exclude: tuple[str, ...] = (*TUNE_DIRS, la
 
 
 def _download(remote: Remote, rel: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    with remote.fs.open_input_stream(remote.child(rel)) as src, open(tmp, "wb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-    os.replace(tmp, target)
+    def copy(dst) -> None:
+        with remote.fs.open_input_stream(remote.child(rel)) as src:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+
+    write_atomic(target, copy)
 
 
 def download_dir(remote: Remote, rel: str, local: Path) -> Path:

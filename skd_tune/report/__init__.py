@@ -27,7 +27,7 @@ import os
 import time
 from pathlib import Path
 
-from ..atomic import write_text_atomic
+from ..atomic import make_dir, write_text_atomic
 from ..errors import UserError
 from ..experiment import Experiment
 from .load import load
@@ -93,9 +93,4 @@ def _prepare_out_dir(out_dir: Path) -> None:
         raise UserError(
             f"{out_dir}: is a file, not a directory; give --out a directory for the report (it is created if missing)"
         )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(
-            f"{out_dir}: cannot create the report directory ({e.strerror}); give --out a writable directory"
-        ) from None
+    make_dir(out_dir, UserError, "give --out a writable directory for the report")

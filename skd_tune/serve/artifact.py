@@ -9,7 +9,6 @@ metrics, and the spec that produced it). `load_student(dir)` rebuilds the model 
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from ..atomic import write_atomic, write_json_atomic
 from ..errors import CheckpointError, UserError, first_line
 from ..losses import class_logits, class_membership
 from ..models import build_model
+from ..train import load_tensors
 
 if TYPE_CHECKING:  # scikit-learn and pydantic load lazily: `skd-tune predict` starts faster without them
     from ..data import Dataset
@@ -203,24 +203,13 @@ def load_student(export_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any
             f"{export_dir / 'meta.json'}: describes a model this version cannot build ({e}); "
             "export it again with this version of skd-tune"
         ) from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{path}: file missing (the state_dict was not exported into {export_dir}); export "
-            "again with state_dict among --formats, e.g. `skd-tune export EXPERIMENT --out DIR`"
-        ) from None
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path}: holds pickled objects other than tensors, so it is refused by "
-            "torch.load(weights_only=True) (loading it could run code); export again with "
-            "`skd-tune export EXPERIMENT --out DIR`, which writes only tensors"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch's errors for a truncated/corrupt zip
-        raise CheckpointError(
-            f"{path}: damaged, cannot be loaded as a state_dict ({first_line(e)}); export again with "
-            "`skd-tune export EXPERIMENT --out DIR`"
-        ) from None
+    state = load_tensors(
+        path,
+        kind="state_dict",
+        missing=f"the state_dict was not exported into {export_dir}; export again with state_dict among "
+        "--formats, e.g. `skd-tune export EXPERIMENT --out DIR`",
+        fix="export again with `skd-tune export EXPERIMENT --out DIR`, which writes only tensors",
+    )
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:

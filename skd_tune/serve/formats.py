@@ -134,31 +134,18 @@ def _max_abs_diff(outputs: tuple, reference: Logits) -> float:
 
 
 # format name -> how its artefact is written, reloaded and checked; `export_artifacts` keeps this order
+_USE = {
+    "state_dict": "skd_tune.serve.load_student(DIR) (torch.load(weights_only=True) + build_model); "
+    "the bare student: outputs subclass logits only",
+    "torchscript": "torch.jit.load(path); module(x) -> (subclass_logits, class_logits)",
+    "onnx": "onnxruntime.InferenceSession(path).run(None, {'input': x}) -> [subclass_logits, class_logits]",
+}
+# (file name, writer, loader, tolerance: the largest absolute logit difference from the PyTorch model)
 FORMATS: dict[str, ExportFormat] = {
-    "state_dict": ExportFormat(
-        file_name="model.pt",
-        write=write_state_dict,
-        load=load_state_dict,
-        tolerance=1e-4,
-        use="skd_tune.serve.load_student(DIR) (torch.load(weights_only=True) + build_model); "
-        "the bare student: outputs subclass logits only",
-    ),
-    "torchscript": ExportFormat(
-        file_name="model.torchscript.pt",
-        write=write_torchscript,
-        load=load_torchscript,
-        tolerance=1e-4,
-        use="torch.jit.load(path); module(x) -> (subclass_logits, class_logits)",
-    ),
+    "state_dict": ExportFormat("model.pt", write_state_dict, load_state_dict, 1e-4, _USE["state_dict"]),
+    "torchscript": ExportFormat("model.torchscript.pt", write_torchscript, load_torchscript, 1e-4, _USE["torchscript"]),
     "onnx": ExportFormat(
-        file_name="model.onnx",
-        write=write_onnx,
-        load=load_onnx,
-        tolerance=1e-3,
-        use="onnxruntime.InferenceSession(path).run(None, {'input': x}) -> [subclass_logits, class_logits]",
-        extra="onnx",
-        modules=("onnx", "onnxruntime"),
-        runtime="onnxruntime",
+        "model.onnx", write_onnx, load_onnx, 1e-3, _USE["onnx"], "onnx", ("onnx", "onnxruntime"), "onnxruntime"
     ),
 }
 

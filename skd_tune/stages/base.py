@@ -52,7 +52,7 @@ class Context:
 
 
 def plain(value: Any) -> Any:
-    """A numpy scalar as the Python value (for state.json and the tables)."""
+    """A numpy scalar as the Python value (for the experiment state and the tables)."""
     return value.item() if hasattr(value, "item") else value
 
 

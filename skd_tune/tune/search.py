@@ -78,10 +78,17 @@ SCHEDULERS: dict[str, Callable[[SearchSpec, int], TrialScheduler]] = {
 }
 
 
-def make_searcher(space: dict[str, Distribution], sampler: str, seed: int, max_concurrent: int) -> Searcher | None:
-    """Optuna over `space` with the seeded `sampler`, at most `max_concurrent` proposals out at once."""
+def make_searcher(search: SearchSpec, space: dict[str, Distribution], seed: int) -> Searcher | None:
+    """Optuna over `space` with the seeded `search.sampler` for `search.metric` and `search.mode`, at
+    most `search.max_concurrent` proposals out at once. (With its own space, OptunaSearch takes no metric
+    or mode from the TuneConfig: they are given here.)"""
     if not space:
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = OptunaSearch(space={name: d.to_optuna() for name, d in space.items()}, sampler=SAMPLERS[sampler](seed))
-    return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+    searcher = OptunaSearch(
+        space={name: d.to_optuna() for name, d in space.items()},
+        metric=search.metric,
+        mode=search.mode,
+        sampler=SAMPLERS[search.sampler](seed),
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)

@@ -73,7 +73,7 @@ def _tuner(exp: Experiment, spec: Spec, stage: TuneStage, trainable: Any, callba
             metric=s.metric,
             mode=s.mode,
             num_samples=1 if stage.grid else stage.total,
-            search_alg=make_searcher(stage.space, s.sampler, spec.seed, s.max_concurrent),
+            search_alg=make_searcher(s, stage.space, spec.seed),
             scheduler=SCHEDULERS[stage.scheduler](s, stage.max_epochs),
             max_concurrent_trials=s.max_concurrent,
             reuse_actors=stage.reuse_actors,
