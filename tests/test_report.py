@@ -111,7 +111,7 @@ def _write_search(
                 "val_subclass_accuracy": f1 - 0.2,
                 "train_loss": 1.5 - f1,
                 "epoch_time_s": 0.1,
-                "timestamp": start + 100 * i + epoch,
+                "epoch_end": start + 100 * i + epoch + 0.25,
                 "time_total_s": 0.1 * epoch,
             }
             tables.add_epoch(trial_id, params, metrics)

@@ -139,11 +139,13 @@ def plot_curves(ld: Loaded, trial_ids: list[str], plots: Plots) -> Image | None:
 
 
 def _start_order(ld: Loaded) -> pd.DataFrame:
-    """The reported trials in the order they started (first epoch's timestamp; ties by trial id)."""
+    """The reported trials in the order they started (their first epoch's end: `epoch_end`, sub-second, or
+    Ray's whole-second `timestamp` in tables written before it; ties by trial id)."""
     ep = ld.epochs
     df = ld.ranked.copy()
-    if ep is not None and not ep.empty and "timestamp" in ep:
-        first = ep.groupby("trial_id")["timestamp"].min()
+    column = next((c for c in ("epoch_end", "timestamp") if ep is not None and c in ep), None)
+    if column is not None and not ep.empty:
+        first = ep.groupby("trial_id")[column].min()
         df["_start"] = df["trial_id"].map(first).astype(float)
     else:
         df["_start"] = np.nan

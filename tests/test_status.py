@@ -1,0 +1,77 @@
+"""`skd-tune status` read from the files alone: an experiment written with the experiment package."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from skd_tune.errors import NotAnExperiment, ResultsError
+from skd_tune.experiment import Experiment, location_of, prepare
+from skd_tune.spec import validate_spec
+from skd_tune.status import experiment_status, format_status
+
+from .conftest import TINY_SPEC, deep_update
+
+
+@pytest.fixture
+def exp(tmp_path):
+    spec = validate_spec(deep_update(TINY_SPEC, {"storage": str(tmp_path / "runs"), "search": {"num_samples": 5}}))
+    exp = Experiment.open(location_of(spec))
+    prepare(exp, spec)
+    return exp
+
+
+def test_status_of_a_search_under_way(exp):
+    exp.mark_done("teacher", checkpoint="teacher/x", metrics={"val_f1": 0.99})
+    exp.mark_done("teacher_logits", test_metrics={"f1": 0.98})
+    tables = exp.tables("student", ["temperature", "w_skd", "w_kd", "lr"], "val_f1", "max")
+    params = {"temperature": 2.5, "w_skd": 0.5, "w_kd": 0.1, "lr": 0.01}
+    for trial_id, f1, status in (("a", 0.8, "TERMINATED"), ("b", 0.9, "RUNNING"), ("c", 0.7, "ERROR")):
+        tables.add_epoch(trial_id, params, {"epoch": 1, "val_f1": f1})
+        tables.set_trial(trial_id, status=status, max_epochs=3)
+    tables.flush(force=True)
+    tables.close()
+    exp.write_result("data", {"label_bits_train": 2.3217})
+    st = experiment_status(exp.root)
+    assert st.stages_done == ["teacher", "teacher_logits"] and not st.finished
+    assert st.counts == {"TERMINATED": 1, "RUNNING": 1, "PENDING": 2, "ERROR": 1}
+    assert st.best["trial_id"] == "b"
+    text = format_status(st)
+    assert "stages: teacher done, teacher_logits done, student -, export -, methods -" in text
+    assert "student trials: 1/5 terminated, 1 running, 2 pending, 1 errored" in text
+    assert "H(S|C) = 2.3217 bits" in text
+    assert "best so far: b val_f1 0.9000 (epoch 1): temperature=2.5, w_skd=0.5, w_kd=0.1, lr=0.01" in text
+    assert text.endswith(f"not finished; resume with: skd-tune run {exp.root}")
+
+
+def test_status_of_a_new_experiment_and_of_damaged_files(exp):
+    st = experiment_status(exp.root)
+    assert st.stages_done == [] and st.counts["PENDING"] == 5 and st.best is None
+    (exp.results_dir).mkdir(exist_ok=True)
+    (exp.results_dir / "trials.parquet").write_bytes(b"PAR1 cut")
+    with pytest.raises(ResultsError, match=r"trials\.parquet: not a readable Parquet file"):
+        experiment_status(exp.root)
+    (exp.root / "state.json").write_text("{")
+    with pytest.raises(NotAnExperiment, match=r"state\.json: not valid JSON"):
+        experiment_status(exp.root)
+
+
+def test_finished_experiment_shows_its_method_table(exp):
+    for stage in ("teacher", "teacher_logits", "student"):
+        exp.mark_done(stage)
+    exp.mark_done("export", test_metrics={"f1": 0.95}, path="export")
+    exp.mark_done("methods", seeds=[0])
+    summary = pd.DataFrame(
+        [
+            {
+                "method": m,
+                "n": 1,
+                **{f"{k}_{s}": 0.9 for k in ("f1", "accuracy", "auc", "precision", "recall") for s in ("mean", "std")},
+            }
+            for m in ("no-KD", "KD", "SKD")
+        ]
+    )
+    exp.write_result("method_summary", summary)
+    text = format_status(experiment_status(exp.root))
+    assert "exported:" in text and "(test f1 0.9500)" in text and "F1 gains: SKD - KD +0.00 points" in text
+    assert "not finished" not in text

@@ -1,0 +1,137 @@
+"""The Ray layer's parts on their own: callbacks (tables, progress line), the signal handling, the
+sampler and scheduler registries and the search-space translation. Trials here are plain objects with
+the attributes Ray Tune's callbacks read; the end-to-end runs exercise them under Ray Tune."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from skd_tune import names
+from skd_tune.experiment import ResultsTables
+from skd_tune.spec import Distribution, SearchSpec
+from skd_tune.tune import SAMPLERS, SCHEDULERS, Interruption, make_searcher
+from skd_tune.tune.callbacks import ProgressCallback, ResultsCallback
+from skd_tune.tune.signals import SignalCallback
+
+
+def _trial(trial_id: str, status: str = "RUNNING", **config):
+    return SimpleNamespace(trial_id=trial_id, status=status, config=config, error_file=None)
+
+
+def test_results_callback_feeds_the_tables_and_pickles_to_nothing(tmp_path):
+    tables = ResultsTables(tmp_path, ["lr"], "val_f1", "max")
+    cb = ResultsCallback(tables, max_epochs=2)
+    t = _trial("t1", lr=0.1)
+    cb.on_trial_start(0, [t], t)
+    for epoch in (1, 2):
+        result = {"epoch": epoch, "val_f1": 0.5 + epoch / 10, "training_iteration": epoch, "config": {"lr": 0.1}}
+        cb.on_trial_result(0, [t], t, result)
+    cb.on_trial_complete(0, [t], t)
+    trials, epochs = tables.trials_frame(), tables.epochs_frame()
+    assert trials.loc[0, "status"] == "TERMINATED" and trials.loc[0, "best_val_f1"] == pytest.approx(0.7)
+    assert "training_iteration" not in epochs and "config" not in epochs  # Ray's bookkeeping is left out
+    assert (tmp_path / "trials.parquet").exists()  # flushed at the trial's end
+    assert pickle.loads(pickle.dumps(cb)).__dict__ == {}  # Tune pickles it with the experiment: nothing of this run
+    tables.close()
+
+
+def test_progress_line_changes_only_with_the_picture():
+    lines = []
+    best = {"trial_id": "t2", "best_val_f1": 0.91234, "lr": 0.012345}
+    cb = ProgressCallback("student", 4, "val_f1", ["lr"], lambda: best, lines.append)
+    trials = [_trial("t1"), _trial("t2")]
+    cb.on_trial_start(0, trials, trials[0])
+    cb.on_trial_result(0, trials, trials[0], {})
+    assert lines == ["[student] trials 0/4 done, 2 running, 2 pending, 0 errored | best val_f1 0.9123 (t2: lr=0.01235)"]
+    trials[0].status = "TERMINATED"
+    cb.on_trial_complete(0, trials, trials[0])
+    assert lines[-1].startswith("[student] trials 1/4 done, 1 running, 2 pending, 0 errored | best")
+    assert len(lines) == 2
+    cb.on_experiment_end(trials)
+    assert len(lines) == 2  # nothing changed: no new line
+
+
+def test_interruption_forwards_to_tune_and_restores_the_handlers():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    seen = []
+
+    def tune_handler(signum, frame):
+        seen.append(signum)
+
+    with Interruption() as interruption:
+        signal.signal(signal.SIGINT, tune_handler)  # what Tune does when fit() starts
+        SignalCallback(interruption).setup()  # ... and our callback then chains in front of it
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interruption.interrupted and seen == [signal.SIGINT]  # Tune's graceful stop, as for Ctrl-C
+        with pytest.raises(KeyboardInterrupt):  # a second SIGTERM stops at once
+            os.kill(os.getpid(), signal.SIGTERM)
+        interruption.stage_ended()
+    assert {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} == before
+
+
+def test_a_signal_outside_a_tune_stage_stops_at_once():
+    with Interruption():
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_registries_have_exactly_the_spec_s_names():
+    from skd_tune.curriculum import PACING
+    from skd_tune.data import SOURCES
+    from skd_tune.models import MODELS
+    from skd_tune.serve import FORMATS
+
+    assert list(SAMPLERS) == list(names.SAMPLERS) and list(SCHEDULERS) == list(names.SCHEDULERS)
+    assert list(MODELS) == list(names.MODELS) and list(PACING) == list(names.PACINGS)
+    assert list(SOURCES) == list(names.SOURCES) and list(FORMATS) == list(names.EXPORT_FORMATS)
+
+
+@pytest.mark.parametrize("name", names.SAMPLERS)
+def test_each_sampler_is_seeded(name):
+    a, b = SAMPLERS[name](3), SAMPLERS[name](3)
+    assert isinstance(a, optuna.samplers.BaseSampler) and type(a) is type(b)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    values = []
+    for sampler in (a, b):
+        study = optuna.create_study(sampler=sampler)
+        values.append(study.ask(dist).params["x"])
+    assert values[0] == values[1]
+
+
+def test_schedulers_from_the_spec():
+    asha = SCHEDULERS["asha"](SearchSpec(scheduler={"name": "asha", "grace_period": 2, "reduction_factor": 3}), 20)
+    assert isinstance(asha, ASHAScheduler) and asha._max_t == 20
+    assert isinstance(SCHEDULERS["fifo"](SearchSpec(), 20), FIFOScheduler)
+
+
+def test_the_search_space_is_translated_once_for_optuna():
+    space = {
+        "lr": Distribution(loguniform=(1e-3, 1e-1)),
+        "batch_size": Distribution(int=(32, 128)),
+        "curriculum.pacing": Distribution(choice=["none", "root"]),
+        "w_kd": Distribution(uniform=(0, 1)),
+    }
+    optuna_space = {k: d.to_optuna() for k, d in space.items()}
+    assert optuna_space["lr"] == optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)
+    assert optuna_space["batch_size"] == optuna.distributions.IntDistribution(32, 128)  # inclusive, as the spec
+    assert optuna_space["curriculum.pacing"] == optuna.distributions.CategoricalDistribution(["none", "root"])
+    searcher = make_searcher(SearchSpec(max_concurrent=3), space, seed=0)
+    assert searcher.max_concurrent == 3
+    config = searcher.suggest("trial-1")
+    assert set(config) == set(space) and 32 <= config["batch_size"] <= 128 and isinstance(config["batch_size"], int)
+    assert make_searcher(SearchSpec(), {}, seed=0) is None  # no space: one trial of the spec's own values
+
+
+def test_importing_the_stage_list_loads_neither_torch_nor_ray():
+    code = "import sys, skd_tune.stages, skd_tune.status; print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
