@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= search_spaces/digits.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast clean
+.PHONY: install run lint test test-fast clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ install: $(STAMP)
 run: install
 	$(BIN)/skd-tune run $(SPEC)
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .data import Dataset, load_dataset
-from .errors import PipelineError, last_line
+from .data import load_dataset
+from .data.summary import data_line, data_summary
 from .experiment import Experiment, clear_local_ray, hold, location_of, prepare, record_local_ray, stop_orphans
 from .metrics import label_bits
+from .preflight import check_curriculum, check_models
 from .spec import Spec
 from .stages import PIPELINE, Context, Stage
 
@@ -54,29 +53,30 @@ def run(
     on another host whose heartbeat expired (an experiment on a URI storage)."""
     t0 = time.perf_counter()
     data = load_dataset(spec.data, spec.seed)
-    _preflight_models(spec, data)  # before anything is written: a spec these data cannot run creates nothing
-    _check_curriculum(spec, data)
+    check_models(spec, data)  # before anything is written: a spec these data cannot run creates nothing
+    check_curriculum(spec, data)
     exp = Experiment.open(location_of(spec))
     resumed = prepare(exp, spec)
     where = exp.location + (f" (local mirror {exp.root})" if exp.remote is not None else "")
     printer(f"experiment {where} ({'resuming' if resumed else 'new'})")
     bits = label_bits(data.train.subclass, data.subclass_to_class)
-    printer(_data_line(data, bits))
+    printer(data_line(data, bits))
     local = address is None and not os.environ.get("RAY_ADDRESS")
     ctx = Context(spec, exp, data, printer, resume_cmd, lambda: None, local)
     stages = [s for s in PIPELINE if s.applies(spec)]
-    if any(exp.done(s.name) is None for s in stages) or not all(s.intact(ctx, exp.done(s.name)) for s in stages):
+    state = exp.state()
+    if any(state.done(s.name) is None or not s.intact(ctx, state.done(s.name)) for s in stages):
         with hold(exp, force=force, say=printer):
             try:
                 _prepare_work(ctx, bits, address, verbose, node_wait_s)
                 _run_stages(ctx, stages)
             finally:
-                ctx.need_ray = lambda: None
                 _stop_ray(exp)
+        state = exp.state()
     else:
         for stage in stages:
-            stage.show(ctx, exp.done(stage.name))
-    records = {s.name: exp.done(s.name) for s in stages}
+            stage.show(ctx, state.done(stage.name))
+    records = {s.name: state.done(s.name) for s in stages}
     return RunSummary(exp.root, resumed, bits, records, time.perf_counter() - t0)
 
 
@@ -84,7 +84,7 @@ def _prepare_work(ctx: Context, bits: float, address: str | None, verbose: bool,
     """Before the first stage that runs: the data summary written, damaged tables rebuilt, orphans
     stopped, and `ctx.need_ray` ready to start or join Ray."""
     spec, exp = ctx.spec, ctx.exp
-    summary = _data_summary(spec, ctx.data, bits)
+    summary = data_summary(spec, ctx.data, bits)
     if exp.result("data") != summary:
         exp.write_result("data", summary)
     params = {"student": list(spec.search.space), "teacher": list(spec.search.teacher.space)}
@@ -137,76 +137,3 @@ def _run_stages(ctx: Context, stages: list[Stage]) -> None:
                 record = stage.run(ctx) | {"ran": [started, time.time()]}
                 ctx.exp.mark_done(stage.name, **record)
             stage.show(ctx, record)
-
-
-def _data_line(data: Dataset, bits: float) -> str:
-    sizes = f"train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, {data.num_classes} classes"
-    if data.invented:
-        return (
-            f"data {data.name}: {sizes}; the teacher invents {data.outputs_per_group} subclasses per class "
-            f"({data.num_outputs} outputs; the known {data.num_subclasses} subclasses, H(S|C) = {bits:.4f} bits, serve "
-            "only to score them)"
-        )
-    extra = f"; {data.outputs_per_group} teacher outputs per subclass" if data.outputs_per_group > 1 else ""
-    return f"data {data.name}: {sizes}, {data.num_subclasses} subclasses, H(S|C) = {bits:.4f} bits per training sample{extra}"
-
-
-def _preflight_models(spec: Spec, data: Dataset) -> None:
-    """Build teacher and student and run two samples through each on the CPU, before any Ray work,
-    so a model that cannot take the data fails here with its spec field named, not inside a trial."""
-    import torch
-
-    from .models import build_model
-
-    x = torch.as_tensor(np.array(data.train.x[:2]), dtype=torch.float32) * data.scale
-    for role in ("teacher", "student"):
-        model_name = getattr(spec, role).model
-        try:
-            model = build_model(model_name, data.num_outputs, data.input_shape, data.mean, data.std, False).eval()
-            with torch.no_grad():
-                out = model(x)
-        except (ValueError, RuntimeError) as e:
-            raise PipelineError(
-                f"{role}.model {model_name!r} cannot take the {data.name} inputs of shape {data.input_shape}: "
-                f"{last_line(e)}. Choose another {role}.model in the spec"
-            ) from None
-        if tuple(out.shape) != (2, data.num_outputs):
-            raise PipelineError(
-                f"{role}.model {model_name!r} gives outputs of shape {tuple(out.shape)[1:]}, expected ({data.num_outputs},)"
-            )
-
-
-def _check_curriculum(spec: Spec, data: Dataset) -> None:
-    if spec.teacher.curriculum.pacing != "none" and data.train.difficulty is None:
-        raise PipelineError(
-            f"teacher.curriculum.pacing is {spec.teacher.curriculum.pacing!r} but the {data.name} data grade no "
-            "sample's difficulty (no annotator agreement); set teacher.curriculum.pacing: none (the student's "
-            "curriculum can use the teacher's loss instead)"
-        )
-
-
-def _data_summary(spec: Spec, data: Dataset, bits: float) -> dict[str, Any]:
-    """The data summary: splits, classes, subclasses with their counts, and the label bits H(S|C)."""
-    counts = {
-        name: np.bincount(data.split(name).subclass, minlength=data.num_subclasses).tolist()
-        for name in ("train", "val", "test")
-    }
-    return {
-        "source": data.name,
-        "subclasses": spec.data.subclass_scheme,
-        "class_names": data.class_names,
-        "subclass_names": data.subclass_names,
-        "subclass_to_class": data.subclass_to_class.tolist(),
-        "positive_class": data.class_names[data.positive_class],
-        "split_sizes": {name: len(data.split(name)) for name in ("train", "val", "test")},
-        "subclass_counts": counts,
-        "label_bits_train": bits,
-        "outputs": {
-            "invented": data.invented,
-            "outputs_per_group": data.outputs_per_group,
-            "names": data.output_names,
-            "output_to_class": data.output_to_class.tolist(),
-        },
-        "difficulty": "annotator agreement" if data.train.difficulty is not None else "teacher loss (for a curriculum)",
-        "teacher_logits": "clean inputs, cached once (no augmentation)",
-    }

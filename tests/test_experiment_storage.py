@@ -8,9 +8,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
@@ -18,7 +15,7 @@ import yaml
 
 from skd_tune.experiment.storage import checkout, is_uri, join, mirror_dir, open_remote, pull, push
 
-from .conftest import TINY_SPEC, deep_update, run_cli
+from .conftest import TINY_SPEC, Barrier, deep_update, run_cli, start_cli
 
 BUCKET = "skd-test"
 
@@ -118,22 +115,22 @@ def test_search_on_s3_interrupted_resumed_then_read_from_another_head(s3, tmp_pa
     )
     spec_path = tmp_path / "s3run.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    barrier = Barrier(tmp_path / "barrier", "student", 2)
     log = tmp_path / "first.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "skd_tune", "run", str(spec_path)],
-            cwd=tmp_path,
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 300
-    while not re.search(r"\[student\] trials [12]/3 done", log.read_text()):  # two may finish at once
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
+    proc = start_cli("run", str(spec_path), cwd=tmp_path, log=log, env=barrier.env)
+    barrier.wait(proc, n=2, log=log)  # two student trials at epoch 2: the search is under way
+    # A second driver on the same experiment (another head, a resubmitted job) is refused: the first one
+    # holds its lease on the bucket.
+    second = run_cli("run", str(spec_path), cwd=tmp_path, timeout=120)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert re.search(
+        rf"s3://{BUCKET}/runs/s3run is being run by another skd-tune driver \(host .*, pid {proc.pid}", second.stderr
+    )
+    assert "Traceback" not in second.stderr
     proc.send_signal(signal.SIGINT)
+    barrier.release()
     assert proc.wait(timeout=120) == 130, log.read_text()
+    assert ".lease.json" not in {k.rsplit("/", 1)[-1] for k in _keys(s3, "runs/s3run/")}  # released on exit
     assert f"experiment s3://{BUCKET}/runs/s3run (local mirror" in log.read_text()
     shutil.rmtree(os.environ["SKD_TUNE_CACHE"])
 

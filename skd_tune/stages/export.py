@@ -20,6 +20,12 @@ class ExportStage(Stage):
     def needs_ray(self, ctx: Context) -> bool:
         return False
 
+    def intact(self, ctx: Context, record: dict[str, Any]) -> bool:
+        """The export is derived from the best trial's checkpoint: missing, it is written again."""
+        from ..serve import is_export_dir
+
+        return is_export_dir(ctx.exp.export_dir)
+
     def run(self, ctx: Context) -> dict[str, Any]:
         from ..serve import evaluate_exported, export_student, load_student, set_test_metrics
 

@@ -21,6 +21,11 @@ class MethodsStage(Stage):
     def applies(self, spec: Spec) -> bool:
         return spec.methods.seeds > 0
 
+    def intact(self, ctx: Context, record: dict[str, Any]) -> bool:
+        """The summary is derived from the finished Tune experiment `final/`: missing, the stage runs again
+        (restoring that experiment, nothing retrained)."""
+        return ctx.exp.result("method_summary") is not None
+
     def run(self, ctx: Context) -> dict[str, Any]:
         import pandas as pd
 
@@ -92,8 +97,7 @@ class MethodsStage(Stage):
         }
 
     def show(self, ctx: Context, record: dict[str, Any]) -> None:
-        import pandas as pd
-
         from ..methods import format_method_table
 
-        ctx.say(f"[methods] test metrics, mean ± std over seeds:\n{format_method_table(pd.DataFrame(record['table']))}")
+        table = ctx.exp.result("method_summary")  # (the record's copy went through JSON: NaN became null)
+        ctx.say(f"[methods] test metrics, mean ± std over seeds:\n{format_method_table(table)}")

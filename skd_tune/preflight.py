@@ -1,0 +1,45 @@
+"""Checks of a spec against its data before anything is written or any Ray work starts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import Dataset
+from .errors import PipelineError, last_line
+from .spec import Spec
+
+__all__ = ["check_curriculum", "check_models"]
+
+
+def check_models(spec: Spec, data: Dataset) -> None:
+    """Build teacher and student and run two samples through each on the CPU, before any Ray work,
+    so a model that cannot take the data fails here with its spec field named, not inside a trial."""
+    import torch
+
+    from .models import build_model
+
+    x = torch.as_tensor(np.array(data.train.x[:2]), dtype=torch.float32) * data.scale
+    for role in ("teacher", "student"):
+        model_name = getattr(spec, role).model
+        try:
+            model = build_model(model_name, data.num_outputs, data.input_shape, data.mean, data.std, False).eval()
+            with torch.no_grad():
+                out = model(x)
+        except (ValueError, RuntimeError) as e:
+            raise PipelineError(
+                f"{role}.model {model_name!r} cannot take the {data.name} inputs of shape {data.input_shape}: "
+                f"{last_line(e)}. Choose another {role}.model in the spec"
+            ) from None
+        if tuple(out.shape) != (2, data.num_outputs):
+            raise PipelineError(
+                f"{role}.model {model_name!r} gives outputs of shape {tuple(out.shape)[1:]}, expected ({data.num_outputs},)"
+            )
+
+
+def check_curriculum(spec: Spec, data: Dataset) -> None:
+    if spec.teacher.curriculum.pacing != "none" and data.train.difficulty is None:
+        raise PipelineError(
+            f"teacher.curriculum.pacing is {spec.teacher.curriculum.pacing!r} but the {data.name} data grade no "
+            "sample's difficulty (no annotator agreement); set teacher.curriculum.pacing: none (the student's "
+            "curriculum can use the teacher's loss instead)"
+        )
