@@ -8,7 +8,7 @@ import os
 import pandas as pd
 import pytest
 
-from skd_tune.experiment.results import ResultsTables, read_table, write_table_atomic
+from skd_tune.experiment.results import ResultsError, ResultsTables, read_table, write_table_atomic
 
 PARAMS = ["lr", "temperature"]
 
@@ -280,6 +280,25 @@ def test_records_not_yet_flushed_survive_a_kill(tmp_path) -> None:
     assert second.trials_frame().set_index("trial_id").loc["t1", "status"] == "TERMINATED"
     assert second.flush(force=True) is True
     assert pd.read_parquet(tmp_path / "epochs.parquet")["epoch"].tolist() == [1, 2, 3]
+    # The resumed driver appends after the cut record, on a line of its own: nothing it writes is lost.
+    _feed(second, "t2", {"lr": 0.02, "temperature": 2.0}, [0.4])
+    second.close()
+    third = _tables(tmp_path)
+    assert third.epochs_frame().groupby("trial_id")["epoch"].max().to_dict() == {"t1": 3, "t2": 1}
+    third.close()
+
+
+def test_a_damaged_journal_line_is_an_error_naming_it(tmp_path) -> None:
+    tables = _tables(tmp_path)
+    _feed(tables, "t1", {"lr": 0.01, "temperature": 4.0}, [0.5, 0.6])
+    tables.close()
+    lines = (tmp_path / "journal.jsonl").read_text().splitlines()
+    lines[0] = "\x00" * 40  # e.g. a block of zeros after a crash of the disk, not a kill mid-write
+    (tmp_path / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        ResultsError, match=r"journal\.jsonl: line 1 is not a record .*restore it from a copy, or move it aside"
+    ):
+        _tables(tmp_path)
 
 
 def test_damaged_parquet_without_journal_is_a_clear_error(tmp_path) -> None:

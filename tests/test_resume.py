@@ -90,7 +90,7 @@ def test_killed_at_every_stage_then_resumed_loses_nothing(tmp_path):
     spec_path.write_text(yaml.safe_dump(KILL_SPEC))
     exp = tmp_path / "runs" / "k"
     steps = [
-        ("teacher", 2, signal.SIGINT, 130, 1),
+        ("teacher", 3, signal.SIGINT, 130, 1),
         ("teacher", 4, signal.SIGKILL, -9, 1),
         ("teacher_logits", 0, signal.SIGKILL, -9, 1),
         ("student", 5, signal.SIGINT, 130, 2),

@@ -151,7 +151,10 @@ class ResultsTables:
     def _append(self, record: dict[str, Any]) -> None:
         if self._journal is None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._journal = open(self.journal_path, "a", buffering=1)  # line-buffered: one write per record
+            cut = self.journal_path.exists() and _last_byte(self.journal_path) not in (b"", b"\n")
+            self._journal = open(self.journal_path, "a", buffering=1)  # noqa: SIM115 - line-buffered, one write per record
+            if cut:  # a killed driver's last record was cut short: keep it on its own line
+                self._journal.write("\n")
         self._journal.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
@@ -264,11 +267,18 @@ class ResultsTables:
         """Rebuild the state from the journal (complete), or else from the Parquet files."""
         if self.journal_path.exists():
             with open(self.journal_path) as f:
-                for line in f:
+                for number, line in enumerate(f, 1):
                     try:
                         record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut short by a kill mid-write: its record was never complete
+                    except json.JSONDecodeError as e:
+                        if line.startswith(_RECORD_STARTS):
+                            continue  # a record cut short by a kill mid-write: it was never complete
+                        raise ResultsError(
+                            f"{self.journal_path}: line {number} is not a record ({first_line(e)}). The journal, the "
+                            "record behind the results tables, was damaged; restore it from a copy, or move it aside "
+                            "and run again: the tables are then read from their Parquet files, and what those lack "
+                            "of the last second before the damage is lost"
+                        ) from None
                     if "epoch" in record:
                         r = record["epoch"]
                         self._add_epoch(r["trial_id"], r["params"], r["metrics"])
@@ -302,6 +312,18 @@ class ResultsTables:
             "re-read as they report)"
         )
         return read_table(path, fix=no_journal)
+
+
+_RECORD_STARTS = ('{"epoch"', '{"trial"', '{"drop"')  # how every journal record begins (see `_append`)
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() == 0:
+            return b""
+        f.seek(-1, 2)
+        return f.read(1)
 
 
 def _plain(value: Any) -> Any:
