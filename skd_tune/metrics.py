@@ -12,7 +12,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["classification_metrics", "label_bits", "subclass_ami", "subclass_usage"]
+__all__ = ["classification_metrics", "constant_metrics", "label_bits", "subclass_ami", "subclass_usage"]
 
 DEAD_SHARE_THRESHOLD = 0.01  # a subclass is "dead" if it is the argmax of < 1% of its class's examples
 
@@ -43,6 +43,24 @@ def classification_metrics(y_true: np.ndarray, class_probs: np.ndarray, positive
         probs = class_probs / class_probs.sum(axis=1, keepdims=True)
         out["auc"] = roc_auc_score(y_true, probs, multi_class="ovr", labels=np.arange(class_probs.shape[1]))
     return {k: float(v) for k, v in out.items()}
+
+
+def constant_metrics(
+    y_true: np.ndarray, y_train: np.ndarray, num_classes: int, positive_class: int = 1
+) -> tuple[str, dict[str, float]]:
+    """The floor under every score: a model that ignores its input and predicts one class for every
+    sample. Of "always the positive class" and "always the training split's majority class", the one
+    with the higher F1 on `y_true`; returns (which one, its metrics). AUC of a constant is 0.5 (NaN when
+    `y_true` holds one class)."""
+    majority = int(np.bincount(np.asarray(y_train), minlength=num_classes).argmax())
+    best: tuple[str, dict[str, float]] | None = None
+    for name, cls in (("always positive", positive_class), ("always the majority class", majority)):
+        probs = np.zeros((len(y_true), num_classes))
+        probs[:, cls] = 1.0
+        scores = classification_metrics(y_true, probs, positive_class)
+        if best is None or scores["f1"] > best[1]["f1"]:
+            best = (name, scores)
+    return best
 
 
 def label_bits(subclass: np.ndarray, subclass_to_class: np.ndarray) -> float:

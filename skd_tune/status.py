@@ -32,6 +32,7 @@ class ExperimentStatus:
     label_bits: float | None = None
     method_seeds: int = 0
     methods: Any = None  # the method table (pandas), once the method stage is done
+    pairs: Any = None  # the paired differences between the methods (pandas)
 
     @property
     def finished(self) -> bool:
@@ -57,6 +58,7 @@ def experiment_status(location: str | os.PathLike | Experiment) -> ExperimentSta
         label_bits=data.get("label_bits_train") if isinstance(data, dict) else None,
         method_seeds=spec.methods.seeds,
         methods=exp.result("method_summary") if state.done("methods") is not None else None,
+        pairs=exp.result("method_pairs") if state.done("methods") is not None else None,
     )
 
 
@@ -83,7 +85,7 @@ def format_status(st: ExperimentStatus, resume_cmd: str | None = None) -> str:
         from .methods import format_method_table
 
         lines.append("method table (test split, mean ± std over seeds):")
-        lines.append(format_method_table(st.methods))
+        lines.append(format_method_table(st.methods, st.pairs))
     if not st.finished:
         lines.append(f"not finished; resume with: {resume_cmd or 'skd-tune run ' + str(st.root)}")
     return "\n".join(lines)

@@ -7,8 +7,19 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from skd_tune.methods import METHODS, TEST_METRICS, format_method_table, method_gains, method_params, method_table
+from skd_tune.methods import (
+    METHODS,
+    PAIRS,
+    TEST_METRICS,
+    floor_warnings,
+    format_method_table,
+    method_comparisons,
+    method_gains,
+    method_params,
+    method_table,
+)
 
 
 def test_method_params_change_only_what_is_distilled():
@@ -77,9 +88,51 @@ def test_format_method_table_shows_mean_std_and_gains():
     table = method_table(_runs(rng), teacher={m: 0.9 for m in TEST_METRICS})
     text = format_method_table(table)
     lines = text.splitlines()
-    assert lines[0].split() == ["method", "seeds", "f1", "accuracy", "AUC", "precision", "recall"]
+    assert lines[0].split() == ["method", "seeds", "f1", "accuracy", "AUC", "precision", "recall", "f1", "95%", "CI"]
     skd = table.set_index("method").loc["SKD"]
     assert f"{skd['f1_mean']:.4f} ± {skd['f1_std']:.4f}" in text
     assert lines[4].split()[:3] == ["teacher", "1", "0.9000"]
     gain = (skd["f1_mean"] - table.set_index("method").loc["KD", "f1_mean"]) * 100
     assert f"SKD - KD {gain:+.2f} points" in lines[-1]
+
+
+def test_intervals_and_paired_comparisons_from_the_runs():
+    rng = np.random.default_rng(3)
+    runs = _runs(rng, seeds=4, errored={("KD", 3)})
+    table = method_table(runs).set_index("method")
+    skd = runs[(runs["method"] == "SKD")]["test_f1"].to_numpy()
+    low, high = stats.t.interval(0.95, 3, loc=skd.mean(), scale=stats.sem(skd))
+    assert (table.loc["SKD", "f1_ci_low"], table.loc["SKD", "f1_ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    pairs = method_comparisons(runs).set_index(["a", "b"])
+    assert list(pairs.index) == list(PAIRS)
+    by_seed = runs.pivot_table(index="seed", columns="method", values="test_f1")
+    kd_pair = pairs.loc[("SKD", "KD")]
+    assert kd_pair["n"] == 3  # KD's seed 3 errored: that pair is left out
+    a, b = by_seed["SKD"].to_numpy()[:3], by_seed["KD"].to_numpy()[:3]
+    assert kd_pair["mean"] == pytest.approx((a - b).mean()) and kd_pair["p_t"] == pytest.approx(
+        stats.ttest_rel(a, b).pvalue
+    )
+    assert pairs.loc[("SKD", "no-KD"), "n"] == 4
+    text = format_method_table(method_table(runs), method_comparisons(runs))
+    assert text.splitlines()[-3].startswith("SKD − KD: ") and "F1 gains" not in text
+    assert text.splitlines()[-1].startswith("KD − no-KD: ") and "3 seeds" in text.splitlines()[-1]
+
+
+def test_constant_floor_row_and_warnings():
+    from skd_tune.metrics import constant_metrics
+
+    y_test = np.array([0] * 6 + [1] * 4)
+    name, floor = constant_metrics(y_test, np.array([0, 0, 0, 1]), num_classes=2, positive_class=1)
+    assert name == "always positive" and floor["f1"] == pytest.approx(2 * 0.4 / 1.4) and floor["auc"] == 0.5
+    runs = _runs(np.random.default_rng(4), seeds=3)
+    runs.loc[runs["method"] == "no-KD", "test_f1"] = [0.50, 0.60, 0.55]  # around the floor: not beyond its CI
+    runs.loc[runs["method"].isin(["KD", "SKD"]), "test_f1"] = 0.95
+    table = method_table(runs, teacher={"f1": 0.56}, constant=floor)
+    assert list(table["method"]) == [*METHODS, "teacher", "constant"]
+    warnings = floor_warnings(table)  # the teacher (0.56) beats no-KD (0.55): no line for it
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: no-KD's test F1 0.5500 does not beat predicting one class")
+    assert floor_warnings(method_table(runs, teacher={"f1": 0.50}, constant=floor))[-1].startswith(
+        "warning: the teacher's test F1 0.5000 does not beat the no-KD student's (0.5500)"
+    )
+    assert floor_warnings(method_table(runs)) == []  # no floor, no teacher: nothing to compare with

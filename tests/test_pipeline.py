@@ -158,11 +158,16 @@ def test_method_table_stage(tiny_run):
     # seeds differ: the two runs of a method did not train identically
     assert by.loc["no-KD", "val_loss"].nunique() == 2
     summary = pd.read_parquet(exp / "results" / "methods_summary.parquet")
-    assert list(summary["method"]) == ["no-KD", "KD", "SKD", "teacher"]
+    assert list(summary["method"]) == ["no-KD", "KD", "SKD", "teacher", "constant"]
     skd = runs[runs["method"] == "SKD"]["test_f1"]
     assert summary.set_index("method").loc["SKD", "f1_mean"] == pytest.approx(skd.mean())
     assert summary.set_index("method").loc["SKD", "f1_std"] == pytest.approx(skd.std(ddof=1))
-    assert "[methods] trials 6/6 done" in proc.stdout and "F1 gains: SKD - KD" in proc.stdout
+    assert "[methods] trials 6/6 done" in proc.stdout and "SKD − KD: " in proc.stdout
+    # the paired differences (same seeds for every method), as the run printed them
+    pairs = pd.read_parquet(exp / "results" / "methods_pairs.parquet").set_index(["a", "b"])
+    paired = by.loc["SKD", "test_f1"] - by.loc["KD", "test_f1"]
+    assert pairs.loc[("SKD", "KD"), "mean"] == pytest.approx(paired.mean()) and pairs.loc[("SKD", "KD"), "n"] == 2
+    assert pairs.loc[("SKD", "KD"), "line"] in proc.stdout
     assert len(list((exp / "final").glob("method_trainable_*"))) == 6
 
 
@@ -238,7 +243,7 @@ def test_digits_demo_meets_acceptance(tmp_path):
         assert re.search(rf"^{method}\s+{spec.methods.seeds}\s+0\.\d{{4}} ± 0\.\d{{4}}", report.stdout, re.M), (
             report.stdout
         )
-    assert "F1 gains: SKD - KD" in report.stdout and (exp / "report" / "index.html").exists()
+    assert "SKD − KD: " in report.stdout and "95% CI" in report.stdout and (exp / "report" / "index.html").exists()
     runs = pd.read_parquet(exp / "results" / "methods.parquet")
     assert len(runs) == 3 * spec.methods.seeds and (runs["status"] == "TERMINATED").all()
 

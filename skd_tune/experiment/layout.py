@@ -51,11 +51,12 @@ _RESULT_FILES = {
     "subclasses": "subclasses.json",
     "method_runs": "methods.parquet",
     "method_summary": "methods_summary.parquet",
+    "method_pairs": "methods_pairs.parquet",
 }
 
 
 def results_file(kind: str) -> str:
-    """`results/<file>` for `kind` in data, subclasses, method_runs, method_summary."""
+    """`results/<file>` for `kind` in data, subclasses, method_runs, method_summary, method_pairs."""
     return f"{RESULTS}/{_RESULT_FILES[kind]}"
 
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from ..methods import format_method_table
+from ..methods import format_method_table, method_comparisons
 from .load import Loaded
 
 __all__ = [
@@ -249,7 +249,8 @@ def to_text(ld: Loaded, table: pd.DataFrame | None, missing: str, board: Table |
     if table is None:
         lines.append(missing)
     else:
-        lines += ["method table (test split, mean ± std over seeds):", format_method_table(table)]
+        pairs = method_comparisons(ld.method_runs)
+        lines += ["method table (test split, mean ± std over paired seeds):", format_method_table(table, pairs)]
     lines.append("")
     if isinstance(board, str):
         lines.append(board)

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from ..experiment import trial_counts
-from ..methods import METHODS, TEST_METRICS, method_gains, method_table
+from ..methods import METHODS, TEST_METRICS, floor_warnings, method_comparisons, method_table
 from .load import Loaded, file_name
 from .plots import Plots, plot_curves, plot_history, plot_methods
 from .render import Section, Table, epochs_cell, fmt, fmt_metric, mean_std, progress_line
@@ -52,7 +52,8 @@ def run_methods_table(ld: Loaded) -> pd.DataFrame | None:
     if runs is None or runs.empty or "method" not in runs:
         return None
     teacher = (ld.done("teacher_logits") or {}).get("test_metrics")
-    table = method_table(runs, teacher)
+    floor = ((ld.done("export") or {}).get("constant") or {}).get("metrics")
+    table = method_table(runs, teacher, floor)
     return table if int(table[table["method"].isin(METHODS)]["n"].sum()) > 0 else None
 
 
@@ -74,23 +75,29 @@ def methods_missing(ld: Loaded) -> str:
 
 
 def methods_section(ld: Loaded, table: pd.DataFrame | None, plots: Plots) -> Section:
-    """Method table (test split, mean ± std over seeds), the F1 gains, and the F1 bar chart."""
+    """Method table (test split, mean ± std and the 95% interval over paired seeds), each pair's paired
+    difference with its interval, test and verdict, and the F1 bar chart with the intervals."""
     sec = Section("methods", "Methods: no-KD, KD and SKD on the test split")
     if table is None:
         sec.blocks.append(methods_missing(ld))
         return sec
-    sec.blocks.append("Mean ± sample std over the seeds that finished; the teacher is one run.")
-    header = ["method", "seeds"] + [m if m != "auc" else "AUC" for m in TEST_METRICS]
+    sec.blocks.append(
+        "Mean ± sample std over the seeds that finished, every method with the same seeds; the F1 interval "
+        "is Student's t (95%) of the mean. The teacher is one run."
+    )
+    header = ["method", "seeds"] + [m if m != "auc" else "AUC" for m in TEST_METRICS] + ["f1 95% CI"]
     rows = [
-        [str(rec["method"]), str(rec["n"])] + [mean_std(rec[f"{m}_mean"], rec[f"{m}_std"]) for m in TEST_METRICS]
+        [str(rec["method"]), str(rec["n"])]
+        + [mean_std(rec[f"{m}_mean"], rec[f"{m}_std"]) for m in TEST_METRICS]
+        + ["-" if math.isnan(rec["f1_ci_low"]) else f"{rec['f1_ci_low']:.4f} to {rec['f1_ci_high']:.4f}"]
         for rec in table.to_dict("records")
     ]
     sec.blocks.append(Table(header, rows))
-    gains = [
-        f"{k.replace(' - ', ' − ')} {'-' if math.isnan(v) else f'{v:+.4f} ({v * 100:+.2f} points)'}"
-        for k, v in method_gains(table).items()
-    ]
-    sec.blocks.append("F1 gains: " + "; ".join(gains) + ".")
+    sec.blocks.append(
+        "Paired differences of the test F1 (same seeds), with the paired t-test (and the Wilcoxon signed-rank "
+        "test from 6 seeds): " + "; ".join(method_comparisons(ld.method_runs)["line"]) + "."
+    )
+    sec.blocks.extend(floor_warnings(table))
     image = plot_methods(table, plots)
     if image is not None:
         sec.blocks.append(image)

@@ -27,6 +27,7 @@ class ExportStage(Stage):
         return is_export_dir(ctx.exp.export_dir)
 
     def run(self, ctx: Context) -> dict[str, Any]:
+        from ..metrics import constant_metrics
         from ..serve import evaluate_exported, export_student, load_student, set_test_metrics
 
         spec, exp, data = ctx.spec, ctx.exp, ctx.data
@@ -47,12 +48,16 @@ class ExportStage(Stage):
         test = evaluate_exported(model, meta, data.test.x, data.classes("test"))
         set_test_metrics(exp.export_dir, test)
         exp.sync(exp.export_dir.name)
+        floor, floor_metrics = constant_metrics(
+            data.classes("test"), data.classes("train"), data.num_classes, data.positive_class
+        )
         return {
             "trial_id": best["trial_id"],
             "params": params,
             "val": float(best[f"best_{spec.search.metric}"]),
             "test_metrics": test,
             "path": exp.export_dir.name,
+            "constant": {"name": floor, "metrics": floor_metrics},
         }
 
     def show(self, ctx: Context, record: dict[str, Any]) -> None:
@@ -62,3 +67,10 @@ class ExportStage(Stage):
             f"[export] best student {record['trial_id']} ({metric} {val:.4f}) exported to {ctx.exp.export_dir}; "
             f"loaded back: test f1 {test['f1']:.4f}, accuracy {test['accuracy']:.4f}, auc {test['auc']:.4f}"
         )
+        floor = record.get("constant")
+        if floor and test["f1"] <= floor["metrics"]["f1"]:
+            ctx.say(
+                f"[export] warning: the best student's test F1 {test['f1']:.4f} does not beat predicting one class "
+                f"for every sample ({floor['name']}: F1 {floor['metrics']['f1']:.4f}); the search found nothing "
+                "that learned: check the learning rate and the epochs"
+            )

@@ -24,12 +24,12 @@ class MethodsStage(Stage):
     def intact(self, ctx: Context, record: dict[str, Any]) -> bool:
         """The summary is derived from the finished Tune experiment `final/`: missing, the stage runs again
         (restoring that experiment, nothing retrained)."""
-        return ctx.exp.result("method_summary") is not None
+        return ctx.exp.result("method_summary") is not None and ctx.exp.result("method_pairs") is not None
 
     def run(self, ctx: Context) -> dict[str, Any]:
         import pandas as pd
 
-        from ..methods import METHODS, method_params, method_table
+        from ..methods import METHODS, method_comparisons, method_params, method_table
         from ..tune import TuneStage, run_tune_stage, trial_id_of
         from ..tune.trainables import method_trainable
 
@@ -85,9 +85,11 @@ class MethodsStage(Stage):
             ["method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c
         )
         runs = runs.reset_index(drop=True)
-        table = method_table(runs, (exp.done("teacher_logits") or {}).get("test_metrics"))
+        floor = (exp.done("export") or {}).get("constant") or {}
+        table = method_table(runs, (exp.done("teacher_logits") or {}).get("test_metrics"), floor.get("metrics"))
         exp.write_result("method_runs", runs)
         exp.write_result("method_summary", table)
+        exp.write_result("method_pairs", method_comparisons(runs))
         return {
             "seeds": seeds,
             "from_trial": best["trial_id"],
@@ -100,4 +102,5 @@ class MethodsStage(Stage):
         from ..methods import format_method_table
 
         table = ctx.exp.result("method_summary")  # (the record's copy went through JSON: NaN became null)
-        ctx.say(f"[methods] test metrics, mean ± std over seeds:\n{format_method_table(table)}")
+        pairs = ctx.exp.result("method_pairs")
+        ctx.say(f"[methods] test metrics, mean ± std over paired seeds:\n{format_method_table(table, pairs)}")
