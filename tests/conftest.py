@@ -109,3 +109,22 @@ def start_cli(*args: str, cwd: Path, log: Path, env: dict[str, str] | None = Non
         return subprocess.Popen(
             [sys.executable, "-m", "skd_tune", *args], cwd=cwd, env=full, stdout=f, stderr=subprocess.STDOUT, text=True
         )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A real mlp_tiny student trained on digits and exported: (experiment dir, dataset, spec). Shared
+    by the serve tests (trained once per session)."""
+    from .serve_helpers import one_thread, train_and_export
+
+    with one_thread():
+        return train_and_export(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def reference(trained):
+    """The exported student loaded back: (model, meta, a function giving its (subclass, class) logits)."""
+    from .serve_helpers import reference_logits
+
+    exp, _, _ = trained
+    return reference_logits(exp / "export")

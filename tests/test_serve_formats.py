@@ -28,24 +28,13 @@ from skd_tune.serve import (
 )
 from skd_tune.serve import writers as W
 
-from .test_serve_artifact import digits_batch, one_thread, reference_logits, train_and_export
+from .serve_helpers import digits_batch, one_thread
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return train_and_export(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def reference(trained):
-    exp, _, _ = trained
-    return reference_logits(exp / "export")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from skd_tune.errors import DataError
 from skd_tune.serve import Prediction, format_predictions, predict, predict_inputs
 
 from .conftest import run_cli
-from .test_serve_artifact import one_thread, reference_logits, train_and_export, write_png
+from .serve_helpers import one_thread, write_png
 
 N_IMAGES = 10
 serve_predictions = importlib.import_module("skd_tune.serve.predictions")
@@ -26,17 +26,6 @@ serve_predictions = importlib.import_module("skd_tune.serve.predictions")
 def _one_thread():
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return train_and_export(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def reference(trained):
-    exp, _, _ = trained
-    return reference_logits(exp / "export")
 
 
 @pytest.fixture(scope="module")
