@@ -37,6 +37,7 @@ __all__ = [
     "method_comparisons",
     "method_gains",
     "method_params",
+    "method_spaces",
     "method_table",
 ]
 
@@ -56,6 +57,29 @@ def method_params(best: dict[str, Any], w_kd: float, w_skd: float) -> dict[str, 
         "KD": {**base, "w_kd": float(w_kd) + float(w_skd), "w_skd": 0.0},
         "SKD": {**base, "w_kd": float(w_kd), "w_skd": float(w_skd)},
     }
+
+
+def method_spaces(
+    space: dict[str, Any], w_kd: float, w_skd: float
+) -> dict[str, tuple[dict[str, Any], dict[str, float]]]:
+    """For a search per method (`methods.search: per_method`): each method's search space and the
+    parameters it fixes, from the spec's `space` (name -> distribution) and the student's own weights.
+
+        SKD    the spec's space as written; nothing fixed
+        KD     the space without w_skd; w_skd = 0. When the space has w_skd but not w_kd, KD searches
+               w_kd over w_skd's distribution (the same distillation strength to explore); when it has
+               neither, w_kd = w_kd + w_skd of the spec (the same strength as SKD's, on class logits)
+        no-KD  the space without temperature, w_kd and w_skd; w_kd = w_skd = 0. When nothing is left to
+               search, no-KD trains once with the spec's values (its "search" has one trial)
+    """
+    kd = {k: v for k, v in space.items() if k != "w_skd"}
+    kd_fixed: dict[str, float] = {"w_skd": 0.0}
+    if "w_kd" not in kd and "w_skd" in space:
+        kd["w_kd"] = space["w_skd"]
+    elif "w_kd" not in kd:
+        kd_fixed["w_kd"] = float(w_kd) + float(w_skd)
+    no_kd = {k: v for k, v in space.items() if k not in ("temperature", "w_kd", "w_skd")}
+    return {"no-KD": (no_kd, {"w_kd": 0.0, "w_skd": 0.0}), "KD": (kd, kd_fixed), "SKD": (dict(space), {})}
 
 
 def method_table(

@@ -61,6 +61,12 @@ def run(
     printer(f"experiment {where} ({'resuming' if resumed else 'new'})")
     bits = label_bits(data.train.subclass, data.subclass_to_class)
     printer(data_line(data, bits))
+    if spec.methods.seeds > 0 and spec.methods.search == "per_method":
+        printer(
+            f"methods: KD and no-KD get a search of their own with the same budget ({spec.search.num_samples} trials "
+            "each), three times the student trials of the search alone; methods.search: shared retrains SKD's "
+            "configuration instead"
+        )
     local = address is None and not os.environ.get("RAY_ADDRESS")
     ctx = Context(spec, exp, data, printer, resume_cmd, lambda: None, local)
     stages = [s for s in PIPELINE if s.applies(spec)]

@@ -33,6 +33,7 @@ class ExperimentStatus:
     method_seeds: int = 0
     methods: Any = None  # the method table (pandas), once the method stage is done
     pairs: Any = None  # the paired differences between the methods (pandas)
+    searches: dict[str, dict[str, int]] = field(default_factory=dict)  # the KD / no-KD searches, by status
 
     @property
     def finished(self) -> bool:
@@ -59,6 +60,11 @@ def experiment_status(location: str | os.PathLike | Experiment) -> ExperimentSta
         method_seeds=spec.methods.seeds,
         methods=exp.result("method_summary") if state.done("methods") is not None else None,
         pairs=exp.result("method_pairs") if state.done("methods") is not None else None,
+        searches={
+            f"{method} search": trial_counts(exp.trials(table), 0)
+            for method, table in (("KD", "search_kd"), ("no-KD", "search_nokd"))
+            if exp.trials(table) is not None
+        },
     )
 
 
@@ -70,6 +76,10 @@ def format_status(st: ExperimentStatus, resume_cmd: str | None = None) -> str:
         f"student trials: {c['TERMINATED']}/{st.num_samples} terminated, {c['RUNNING']} running, "
         f"{c['PENDING']} pending, {c['ERROR']} errored"
     )
+    for name, counts in st.searches.items():
+        lines.append(
+            f"{name} trials: {counts['TERMINATED']} terminated, {counts['RUNNING']} running, {counts['ERROR']} errored"
+        )
     if st.label_bits is not None:
         lines.append(f"label bits the subclasses add: H(S|C) = {st.label_bits:.4f} bits per training sample")
     if st.best is not None:

@@ -136,3 +136,21 @@ def test_constant_floor_row_and_warnings():
         "warning: the teacher's test F1 0.5000 does not beat the no-KD student's (0.5500)"
     )
     assert floor_warnings(method_table(runs)) == []  # no floor, no teacher: nothing to compare with
+
+
+def test_method_spaces_give_each_method_what_it_has():
+    from skd_tune.methods import method_spaces
+    from skd_tune.spec import Distribution
+
+    t, w, lr = Distribution(loguniform=(1, 10)), Distribution(uniform=(0, 1)), Distribution(loguniform=(1e-3, 1e-1))
+    full = method_spaces({"temperature": t, "w_skd": w, "w_kd": w, "lr": lr}, w_kd=0.0, w_skd=1.0)
+    assert full["SKD"] == ({"temperature": t, "w_skd": w, "w_kd": w, "lr": lr}, {})
+    assert full["KD"] == ({"temperature": t, "w_kd": w, "lr": lr}, {"w_skd": 0.0})
+    assert full["no-KD"] == ({"lr": lr}, {"w_kd": 0.0, "w_skd": 0.0})
+    # Fallbacks: w_skd searched but not w_kd: KD searches w_kd over w_skd's range ...
+    skd_only = method_spaces({"temperature": t, "w_skd": w}, w_kd=0.0, w_skd=1.0)
+    assert skd_only["KD"] == ({"temperature": t, "w_kd": w}, {"w_skd": 0.0})
+    # ... neither searched: KD distils with SKD's strength on class logits; no-KD has nothing to search
+    neither = method_spaces({"temperature": t}, w_kd=0.25, w_skd=0.5)
+    assert neither["KD"] == ({"temperature": t}, {"w_skd": 0.0, "w_kd": 0.75})
+    assert neither["no-KD"] == ({}, {"w_kd": 0.0, "w_skd": 0.0})

@@ -37,7 +37,8 @@ PARAMS = ["temperature", "w_skd"]
 
 def _reported(exp, table="student"):
     """What the stopped driver had recorded (the journal replayed): epochs with their end times, statuses."""
-    t = ResultsTables(exp / "results", PARAMS if table == "student" else [], "val_f1", "max", table=table)
+    params = {"student": PARAMS, "search_kd": ["temperature", "w_kd", "w_skd"]}.get(table, [])
+    t = ResultsTables(exp / "results", params, "val_f1", "max", table=table)
     try:
         return t.epochs_frame(), t.trials_frame()
     finally:
@@ -182,10 +183,11 @@ def test_dead_worker_is_retried_from_its_checkpoint_then_errored(tmp_path):
 
 
 def test_method_table_stage_resumes_after_sigterm_and_sigkill(tmp_path):
-    """Stopped twice while the method table is retrained: SIGTERM (a batch scheduler preempting the job)
-    while two runs wait at epoch 4, then SIGKILL once the two resumed runs finished and two new ones wait
-    at epoch 2. Runs that had finished are kept as they were (same epochs, same end times), running ones
-    went on from their checkpoints, and the table ends with every method and seed exactly once."""
+    """SIGKILL during KD's own search (methods.search: per_method), then stopped twice while the method
+    table is retrained: SIGTERM (a batch scheduler preempting the job) while two runs wait at epoch 4, then
+    SIGKILL once the two resumed runs finished and two new ones wait at epoch 2. Epochs reported before a
+    stop are kept as they were (same end times: not trained again), no trial is duplicated, and the table
+    ends with every method and seed exactly once."""
     spec = deep_update(
         KILL_SPEC,
         {
@@ -199,6 +201,8 @@ def test_method_table_stage_resumes_after_sigterm_and_sigkill(tmp_path):
     spec_path = tmp_path / "m.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     exp = tmp_path / "runs" / "m"
+    _stop_at(tmp_path, spec_path, 9, "search_kd", 3, signal.SIGKILL, -9, n=2)
+    kd_before, kd_trials_before = _reported(exp, "search_kd")
     snapshots = []
     for step, (epoch, sig, code) in enumerate(((4, signal.SIGTERM, 130), (2, signal.SIGKILL, -9))):
         text = _stop_at(tmp_path, spec_path, step, "methods", epoch, sig, code, n=2)
@@ -220,3 +224,9 @@ def test_method_table_stage_resumes_after_sigterm_and_sigkill(tmp_path):
         _assert_not_rerun(before_epochs, epochs, _finished(before_trials), step)
     trials = pd.read_parquet(exp / "results" / "trials.parquet")
     assert len(trials) == 2  # the search itself was not touched
+    kd = pd.read_parquet(exp / "results" / "kd_epochs.parquet")
+    kd_trials = pd.read_parquet(exp / "results" / "kd_trials.parquet")
+    assert len(kd_trials) == 2 and (kd_trials["status"] == "TERMINATED").all() and (kd_trials["w_skd"] == 0).all()
+    assert not kd.duplicated(["trial_id", "epoch"]).any()
+    assert all(sorted(g) == list(range(1, 7)) for g in kd.groupby("trial_id")["epoch"].apply(list))
+    _assert_not_rerun(kd_before, kd, _finished(kd_trials_before), "search_kd")

@@ -37,7 +37,9 @@ def test_status_of_a_search_under_way(exp):
     assert st.counts == {"TERMINATED": 1, "RUNNING": 1, "PENDING": 2, "ERROR": 1}
     assert st.best["trial_id"] == "b"
     text = format_status(st)
-    assert "stages: teacher done, teacher_logits done, student -, export -, methods -" in text
+    assert (
+        "stages: teacher done, teacher_logits done, student -, export -, search_kd -, search_nokd -, methods -" in text
+    )
     assert "student trials: 1/5 terminated, 1 running, 2 pending, 1 errored" in text
     assert "H(S|C) = 2.3217 bits" in text
     assert "best so far: b val_f1 0.9000 (epoch 1): temperature=2.5, w_skd=0.5, w_kd=0.1, lr=0.01" in text

@@ -3,7 +3,8 @@
 <storage>/<name>/
   spec.yaml                 the frozen spec (its hash is in state.json)
   state.json                stages started and done (`state.State`)
-  teacher/ student/ final/  the Ray Tune experiments of the three Tune stages
+  teacher/ student/ final/  the Ray Tune experiments of the Tune stages (student_kd/, student_nokd/:
+                            the searches of KD and no-KD with methods.search: per_method)
   teacher_logits/           {train,val,test}.npy: the frozen teacher's logits (derived: rebuilt when damaged)
   results/                  the Parquet tables and their journals, data.json, subclasses.json
   export/                   the best student (model.pt + meta.json)
@@ -42,9 +43,15 @@ LOCK = ".lock"
 LEASE = ".lease.json"
 DRIVER_RECORD = ".driver.json"
 # The Ray Tune experiment of each Tune stage (Ray Tune reads and writes these itself, also on a URI).
-TUNE_DIRS = {"teacher": "teacher", "student": "student", "methods": "final"}
+TUNE_DIRS = {
+    "teacher": "teacher",
+    "student": "student",
+    "search_kd": "student_kd",
+    "search_nokd": "student_nokd",
+    "methods": "final",
+}
 # The results tables of each Tune stage: the file-name prefix of its trials/epochs tables and journal.
-TABLES = {"student": "", "teacher": "teacher_", "methods": "methods_"}
+TABLES = {"student": "", "teacher": "teacher_", "search_kd": "kd_", "search_nokd": "nokd_", "methods": "methods_"}
 # Single results files, by what they hold.
 _RESULT_FILES = {
     "data": "data.json",

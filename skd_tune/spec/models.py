@@ -335,7 +335,12 @@ class SearchSpec(_Strict):
 
 
 class MethodsSpec(_Strict):
+    """The method table: `seeds` paired runs per method (0: no table). `search: per_method` gives KD and
+    no-KD a search of their own with the student search's budget (methods.method_spaces); `shared`
+    retrains the configuration the search found for SKD as all three."""
+
     seeds: int = Field(3, ge=0, le=100)
+    search: Literal["per_method", "shared"] = "per_method"
 
 
 class Spec(_Strict):

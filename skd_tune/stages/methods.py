@@ -1,7 +1,9 @@
-"""The method table: the best search configuration as no-KD, KD and SKD (methods.py), each retrained
-with `methods.seeds` seeds as Ray Tune trials (experiment `final/`) and scored on the test split with
-the weights of its best validation epoch. Writes the method runs (one row per method and seed) and
-their summary (mean ± std per method, plus the teacher's row)."""
+"""The method table: no-KD, KD and SKD, each at its best configuration (the best trial of its own search
+with `methods.search: per_method`, the default; with `shared`, the SKD search's best with only what is
+distilled changed, methods.py), retrained with the same `methods.seeds` seeds (paired runs) as Ray Tune
+trials (experiment `final/`) and scored on the test split with the weights of their best validation
+epoch. Writes the method runs (one row per method and seed), their summary (mean, std and interval per
+method, with the teacher's and the constant's rows) and the paired differences between the methods."""
 
 from __future__ import annotations
 
@@ -13,6 +15,33 @@ from ..spec import Spec
 from .base import Context, Stage, plain
 
 __all__ = ["MethodsStage"]
+
+
+# The search each method's configuration comes from, with methods.search: per_method.
+_SEARCHES = {"SKD": "student", "KD": "search_kd", "no-KD": "search_nokd"}
+
+
+def _configs(ctx: Context) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Each method's parameters and the trial they come from: the best trial of its own search
+    (per_method), or the SKD search's best with only what is distilled changed (shared)."""
+    from ..methods import method_params, method_spaces
+
+    spec, exp = ctx.spec, ctx.exp
+    bests = {}
+    for method, search in _SEARCHES.items() if spec.methods.search == "per_method" else [("SKD", "student")]:
+        best = best_trial(exp.trials(search), spec.search.metric, spec.search.mode)
+        if best is None:
+            raise PipelineError(
+                f"no finished trial in the {search} search to build the method table from; see {exp.results_dir}"
+            )
+        bests[method] = best
+    if spec.methods.search == "shared":
+        params = {p: plain(bests["SKD"][p]) for p in spec.search.space}
+        chosen = spec.student_for(params)
+        return method_params(params, chosen.w_kd, chosen.w_skd), dict.fromkeys(_SEARCHES, bests["SKD"]["trial_id"])
+    spaces = method_spaces(dict(spec.search.space), spec.student.w_kd, spec.student.w_skd)
+    configs = {m: {p: plain(bests[m][p]) for p in spaces[m][0]} | spaces[m][1] for m in _SEARCHES}
+    return configs, {m: bests[m]["trial_id"] for m in _SEARCHES}
 
 
 class MethodsStage(Stage):
@@ -29,19 +58,19 @@ class MethodsStage(Stage):
     def run(self, ctx: Context) -> dict[str, Any]:
         import pandas as pd
 
-        from ..methods import METHODS, method_comparisons, method_params, method_table
+        from ..methods import METHODS, method_comparisons, method_table
         from ..tune import TuneStage, run_tune_stage, trial_id_of
         from ..tune.trainables import method_trainable
 
         spec, exp = ctx.spec, ctx.exp
-        best = best_trial(exp.trials("student"), spec.search.metric, spec.search.mode)
-        if best is None:
-            raise PipelineError(f"no finished student trial to build the method table from; see {exp.results_dir}")
-        params = {p: plain(best[p]) for p in spec.search.space}
-        chosen = spec.student_for(params)
-        configs = method_params(params, chosen.w_kd, chosen.w_skd)
+        configs, from_trials = _configs(ctx)
         seeds = [spec.seed + k for k in range(spec.methods.seeds)]
-        ctx.say(f"[methods] retraining the best configuration as no-KD, KD and SKD with {len(seeds)} seed(s) each")
+        what = (
+            "each method's best configuration"
+            if spec.methods.search == "per_method"
+            else "the best configuration as no-KD, KD and SKD"
+        )
+        ctx.say(f"[methods] retraining {what} with the same {len(seeds)} seed(s) each")
         stage = TuneStage(
             name="methods",
             trainable=method_trainable,
@@ -92,7 +121,8 @@ class MethodsStage(Stage):
         exp.write_result("method_pairs", method_comparisons(runs))
         return {
             "seeds": seeds,
-            "from_trial": best["trial_id"],
+            "search": spec.methods.search,
+            "from_trials": from_trials,
             "params": configs,
             "errored": grid.num_errors,
             "table": table.to_dict("records"),

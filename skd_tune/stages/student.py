@@ -1,33 +1,54 @@
-"""The student search: Optuna proposes (temperature, loss weights, lr, curriculum, ...), ASHA stops weak
-trials early; each trial distils the cached teacher logits (no teacher forward pass in a trial)."""
+"""The student searches: Optuna proposes (temperature, loss weights, lr, curriculum, ...), ASHA stops weak
+trials early; each trial distils the cached teacher logits (no teacher forward pass in a trial).
+
+`StudentStage` is the search of the spec as written (SKD). With `methods.search: per_method`,
+`MethodSearchStage` runs the same search, with the same budget (num_samples, sampler, scheduler, seed),
+for KD and for no-KD over the parameters each has (`methods.method_spaces`), so the method table
+compares every method at its own best configuration.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..spec import Spec
 from .base import Context, Stage
 
-__all__ = ["StudentStage"]
+__all__ = ["MethodSearchStage", "StudentStage"]
 
 
 class StudentStage(Stage):
     name = "student"
+    method = "SKD"
+
+    def search(self, spec: Spec) -> tuple[dict[str, Any], dict[str, float]]:
+        """(the space this search explores, the parameters it holds fixed)."""
+        return dict(spec.search.space), {}
 
     def run(self, ctx: Context) -> dict[str, Any]:
         from ..tune import TuneStage, run_tune_stage, trial_id_of
         from ..tune.trainables import student_trainable
 
         spec, s = ctx.spec, ctx.spec.search
+        space, fixed = self.search(spec)
+        total = s.num_samples if space else 1  # nothing to search: one run of the spec's own values
         stage = TuneStage(
-            name="student",
+            name=self.name,
             trainable=student_trainable,
-            parameters={"spec": spec, "data": ctx.data, "teacher_logits": ctx.teacher_logits()["train"]},
+            parameters={
+                "spec": spec,
+                "data": ctx.data,
+                "teacher_logits": ctx.teacher_logits()["train"],
+                "fixed": fixed,
+                "stage": self.name,
+            },
             resources=spec.student.resources,
-            total=s.num_samples,
+            total=total,
             max_epochs=spec.student.epochs,
-            param_names=list(s.space),
-            space=dict(s.space),
+            param_names=[*space, *fixed],
+            space=space,
             scheduler=s.scheduler.name,
+            fixed=fixed,
         )
         grid, tables = run_tune_stage(ctx.exp, spec, stage, **ctx.tune_args())
         # Each trial's final status, checkpoint and error from Ray, which knows them best (a trial restored
@@ -39,7 +60,7 @@ class StudentStage(Stage):
             ckpt = result.checkpoint  # the latest: it carries the trial's best epoch's weights
             tables.set_trial(
                 trial_id,
-                params=result.config,
+                params={**result.config, **fixed},
                 status="ERROR" if result.error else "TERMINATED",
                 checkpoint_path=ctx.exp.relative(ckpt.path) if ckpt is not None else None,
                 error=str(result.error)[-4000:] if result.error else None,
@@ -52,9 +73,35 @@ class StudentStage(Stage):
             tables.drop_trial(trial_id)
         if lost:
             ctx.say(
-                f"[student] dropped {len(lost)} trial(s) started just before a kill that Ray Tune had not "
+                f"[{self.name}] dropped {len(lost)} trial(s) started just before a kill that Ray Tune had not "
                 f"recorded: {', '.join(lost)}"
             )
         tables.flush(force=True)
         tables.close()
-        return {"trials": s.num_samples, "errored": grid.num_errors}
+        return {
+            "method": self.method,
+            "trials": total,
+            "errored": grid.num_errors,
+            "searched": list(space),
+            "fixed": fixed,
+        }
+
+
+class MethodSearchStage(StudentStage):
+    """The search of one baseline method (KD, no-KD) with the student search's budget."""
+
+    def __init__(self, name: str, method: str):
+        self.name, self.method = name, method
+
+    def applies(self, spec: Spec) -> bool:
+        return spec.methods.seeds > 0 and spec.methods.search == "per_method"
+
+    def search(self, spec: Spec) -> tuple[dict[str, Any], dict[str, float]]:
+        from ..methods import method_spaces
+
+        return method_spaces(dict(spec.search.space), spec.student.w_kd, spec.student.w_skd)[self.method]
+
+    def show(self, ctx: Context, record: dict[str, Any]) -> None:
+        searched = ", ".join(record.get("searched") or []) or "nothing (one run of the spec's values)"
+        fixed = ", ".join(f"{k}={v:g}" for k, v in (record.get("fixed") or {}).items())
+        ctx.say(f"[{self.name}] {self.method}: {record['trials']} trial(s) over {searched}; fixed {fixed}")

@@ -49,18 +49,21 @@ class _ThisRunOnly:
 class ResultsCallback(_ThisRunOnly, tune.Callback):
     """Feeds the stage's results tables: every result (an epoch) and every status change of a trial."""
 
-    def __init__(self, tables: ResultsTables, max_epochs: int):
-        self.tables, self.max_epochs = tables, max_epochs
+    def __init__(self, tables: ResultsTables, max_epochs: int, fixed: dict[str, Any] | None = None):
+        self.tables, self.max_epochs, self.fixed = tables, max_epochs, dict(fixed or {})
+
+    def _params(self, trial: Any) -> dict[str, Any]:
+        return {**trial.config, **self.fixed}
 
     def _set(self, trial: Any, **fields: Any) -> None:
-        self.tables.set_trial(trial.trial_id, params=trial.config, max_epochs=self.max_epochs, **fields)
+        self.tables.set_trial(trial.trial_id, params=self._params(trial), max_epochs=self.max_epochs, **fields)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._set(trial, status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = {k: v for k, v in result.items() if k not in _RAY_BOOKKEEPING}
-        self.tables.add_epoch(trial.trial_id, trial.config, metrics)
+        self.tables.add_epoch(trial.trial_id, self._params(trial), metrics)
         self.tables.flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -42,7 +42,7 @@ class TuneStage:
     """What one Tune stage runs: `trainable(config, **parameters)` with `resources` per trial, over an
     Optuna `space` (or a `grid` of values), `total` trials of at most `max_epochs` epochs each."""
 
-    name: str  # teacher | student | methods
+    name: str  # teacher | student | search_kd | search_nokd | methods
     trainable: Callable[..., None]
     parameters: dict[str, Any]
     resources: Resources
@@ -53,6 +53,7 @@ class TuneStage:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     scheduler: str = "fifo"
     reuse_actors: bool = True
+    fixed: dict[str, Any] = field(default_factory=dict)  # recorded with each trial's parameters
 
 
 def trial_id_of(result: Any) -> str:
@@ -117,7 +118,7 @@ def run_tune_stage(
     s = spec.search
     tables = exp.tables(stage.name, stage.param_names, s.metric, s.mode)
     callbacks = [
-        ResultsCallback(tables, stage.max_epochs),
+        ResultsCallback(tables, stage.max_epochs, stage.fixed),
         ProgressCallback(stage.name, stage.total, s.metric, stage.param_names, tables.best_trial, printer),
         SignalCallback(interruption),
     ]

@@ -75,12 +75,21 @@ def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> N
     _report_epochs(run, "teacher", CheckpointPolicy(spec.search.checkpoint_interval_s, run.epochs_total))
 
 
-def student_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset, teacher_logits: np.ndarray | None) -> None:
-    """One student of the search: `config` holds the searched parameters (temperature, w_skd, ...)."""
-    student = spec.student_for(config)
+def student_trainable(
+    config: dict[str, Any],
+    *,
+    spec: Spec,
+    data: Dataset,
+    teacher_logits: np.ndarray | None,
+    fixed: dict[str, Any] | None = None,
+    stage: str = "student",
+) -> None:
+    """One student of a search: `config` holds the searched parameters (temperature, w_skd, ...), `fixed`
+    what the search holds constant (a method's weights: w_skd = 0 for KD), `stage` the search it is in."""
+    student = spec.student_for({**config, **(fixed or {})})
     run = build_student_run(student, spec, data, teacher_logits, seed=spec.seed)
     decisions = spec.search.decision_epochs(student.epochs)  # ASHA's rungs: a stopped trial keeps its best
-    _report_epochs(run, "student", CheckpointPolicy(spec.search.checkpoint_interval_s, student.epochs, decisions))
+    _report_epochs(run, stage, CheckpointPolicy(spec.search.checkpoint_interval_s, student.epochs, decisions))
 
 
 def method_trainable(
