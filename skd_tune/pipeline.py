@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import load_dataset
+from .data import load_dataset, train_rows
 from .data.summary import data_line, data_summary
 from .experiment import Experiment, clear_local_ray, hold, location_of, prepare, record_local_ray, stop_orphans
 from .metrics import label_bits
@@ -61,6 +61,12 @@ def run(
     printer(f"experiment {where} ({'resuming' if resumed else 'new'})")
     bits = label_bits(data.train.subclass, data.subclass_to_class)
     printer(data_line(data, bits))
+    for who, fraction in (("students", spec.data.train_fraction), ("teacher", spec.teacher.train_fraction)):
+        if fraction < 1:
+            n = len(train_rows(data.train.subclass, fraction, spec.seed))
+            printer(
+                f"the {who} train on {n} of the {len(data.train)} training samples ({fraction:g}, stratified by subclass)"
+            )
     if spec.methods.seeds > 0 and spec.methods.search == "per_method":
         printer(
             f"methods: KD and no-KD get a search of their own with the same budget ({spec.search.num_samples} trials "

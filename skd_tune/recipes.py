@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .curriculum import curriculum_order, teacher_difficulty
-from .data import Dataset
+from .data import Dataset, train_rows
 from .losses import DistillationLoss, TeacherLoss
 from .models import build_model
 from .spec import Spec, StudentSpec
@@ -42,12 +42,14 @@ from .train import (
 __all__ = ["TrainingRun", "build_student_run", "build_teacher_run", "device_split", "group_logits", "teacher_logits"]
 
 
-def device_split(data: Dataset, name: str, device: torch.device) -> DeviceSplit:
-    """Split `name` on the device, labelled with the teacher's target groups (see `Dataset.targets`)."""
+def device_split(data: Dataset, name: str, device: torch.device, rows: np.ndarray | None = None) -> DeviceSplit:
+    """Split `name` (only its `rows`, if given) on the device, labelled with the teacher's target groups
+    (see `Dataset.targets`)."""
     split = data.split(name)
-    return DeviceSplit.from_numpy(
-        split.x, data.targets(name), data.group_to_class, data.scale, device, data.outputs_per_group
-    )
+    x, targets = split.x, data.targets(name)
+    if rows is not None:
+        x, targets = x[rows], targets[rows]
+    return DeviceSplit.from_numpy(x, targets, data.group_to_class, data.scale, device, data.outputs_per_group)
 
 
 def _model(name: str, data: Dataset, pretrained: bool, device: torch.device | None = None) -> nn.Module:
@@ -61,6 +63,11 @@ def group_logits(logits: np.ndarray, k: int) -> np.ndarray:
         return logits
     t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
     return torch.logsumexp(t.reshape(len(t), -1, k), dim=2).numpy()
+
+
+def _rows_of(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """The `rows` of a per-training-sample array (teacher logits, difficulties), or None."""
+    return None if values is None else np.asarray(values)[rows]
 
 
 def _curriculum(role_spec: Any, difficulty: np.ndarray | None, seed: int, device: torch.device) -> Curriculum | None:
@@ -146,7 +153,8 @@ def build_teacher_run(
     set_threads(teacher.resources.cpu)
     torch.manual_seed(spec.seed)
     device = device or pick_device()
-    train, val = device_split(data, "train", device), device_split(data, "val", device)
+    rows = train_rows(data.train.subclass, teacher.train_fraction, spec.seed, "teacher.train_fraction")
+    train, val = device_split(data, "train", device, rows), device_split(data, "val", device)
     model = _model(teacher.model, data, teacher.pretrained, device)
     objective = None
     if data.outputs_per_group > 1:
@@ -155,7 +163,7 @@ def build_teacher_run(
     return TrainingRun(
         model, make_optimizer(model, teacher.lr, teacher.weight_decay), teacher_loss(train, objective), train, val,
         data, teacher.epochs, teacher.batch_size, spec.seed, spec.search.metric, spec.search.mode,
-        _curriculum(teacher, data.train.difficulty, spec.seed, device), teacher.augment,
+        _curriculum(teacher, _rows_of(data.train.difficulty, rows), spec.seed, device), teacher.augment,
     )  # fmt: skip
 
 
@@ -174,7 +182,9 @@ def build_student_run(
     set_threads(student.resources.cpu)
     torch.manual_seed(seed)
     device = device or pick_device()
-    train, val = device_split(data, "train", device), device_split(data, "val", device)
+    rows = train_rows(data.train.subclass, spec.data.train_fraction, spec.seed)
+    train, val = device_split(data, "train", device, rows), device_split(data, "val", device)
+    teacher_logits = _rows_of(teacher_logits, rows)
     t_logits = None
     if teacher_logits is not None and (student.w_kd > 0 or student.w_skd > 0):
         t_logits = torch.from_numpy(np.array(teacher_logits, dtype=np.float32, copy=True)).to(device)
@@ -183,9 +193,11 @@ def build_student_run(
     )
     model = _model(student.model, data, student.pretrained, device)
     # Difficulty: annotator agreement where the data has it, else the teacher's loss on each sample.
-    difficulty = data.train.difficulty
+    difficulty = _rows_of(data.train.difficulty, rows)
     if difficulty is None and teacher_logits is not None:
-        difficulty = teacher_difficulty(group_logits(teacher_logits, data.outputs_per_group), data.targets("train"))
+        difficulty = teacher_difficulty(
+            group_logits(teacher_logits, data.outputs_per_group), data.targets("train")[rows]
+        )
     return TrainingRun(
         model, make_optimizer(model, student.lr, student.weight_decay), student_loss(train, t_logits, objective),
         train, val, data, student.epochs, student.batch_size, seed, spec.search.metric, spec.search.mode,

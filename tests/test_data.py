@@ -237,3 +237,17 @@ def test_known_subclasses_with_several_outputs_each():
     assert data.output_names[:4] == ["0/1", "0/2", "1/1", "1/2"]
     assert data.output_to_class.tolist() == [0] * 10 + [1] * 10
     np.testing.assert_array_equal(data.targets("train"), data.train.subclass)
+
+
+def test_train_rows_are_a_seeded_stratified_share_of_the_training_split():
+    from skd_tune.data import train_rows
+
+    subclass = np.repeat(np.arange(10), 40)
+    rows = train_rows(subclass, 0.25, seed=3)
+    assert len(rows) == 100 and np.all(np.diff(rows) > 0)
+    assert np.bincount(subclass[rows], minlength=10).tolist() == [10] * 10  # every subclass kept in proportion
+    np.testing.assert_array_equal(rows, train_rows(subclass, 0.25, seed=3))
+    assert not np.array_equal(rows, train_rows(subclass, 0.25, seed=4))
+    np.testing.assert_array_equal(train_rows(subclass, 1.0, seed=3), np.arange(400))
+    with pytest.raises(DataError, match=r"teacher\.train_fraction: 0\.01 of the 400 training samples keeps too few"):
+        train_rows(subclass, 0.01, seed=0, field="teacher.train_fraction")

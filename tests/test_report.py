@@ -271,7 +271,7 @@ def complete(tmp_path_factory) -> tuple[Report, dict]:
 
 def test_every_plot_is_a_real_picture(complete):
     report, _ = complete
-    expected = {"methods", "learning_curves", "history", "importances", "subclass_counts"}
+    expected = {"methods", "pairs", "learning_curves", "history", "importances", "subclass_counts"}
     assert expected <= set(report.plots)
     assert len([k for k in report.plots if k.startswith("param_")]) == len(SPACE)  # one per searched parameter
     for name, path in report.plots.items():
@@ -321,6 +321,7 @@ def test_summary_method_table_and_gains_from_the_rows_written(complete):
         paired = (by_seed["SKD"] - by_seed[other]).dropna()  # the seeds both methods finished
         assert f"{name}: {paired.mean() * 100:+.2f} F1 points (" in summary
     assert "Student's t (95%)" in summary
+    assert "Configurations: each method's best trial of its own search, with the same budget: SKD " in summary
     # the other sections, from the files the test wrote
     assert f"H(S|C) = {written['data']['label_bits_train']:.4f} bits" in summary
     assert "| digit 5 | 5-9 |" in summary  # subclass counts with their class

@@ -6,7 +6,17 @@ serves known subclasses (digits, MHIST agreement levels) and invented ones: `Dat
 `Dataset.outputs_per_group` say what the models output (see `with_outputs`).
 """
 
-from .base import DataError, Dataset, Source, Split, stratified_split, with_outputs
+from .base import DataError, Dataset, Source, Split, stratified_split, train_rows, with_outputs
 from .sources import SOURCES, load_dataset
 
-__all__ = ["Dataset", "DataError", "SOURCES", "Source", "Split", "load_dataset", "stratified_split", "with_outputs"]
+__all__ = [
+    "Dataset",
+    "DataError",
+    "SOURCES",
+    "Source",
+    "Split",
+    "load_dataset",
+    "stratified_split",
+    "train_rows",
+    "with_outputs",
+]

@@ -128,6 +128,22 @@ def stratified_split(
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def train_rows(subclass: np.ndarray, fraction: float, seed: int, field: str = "data.train_fraction") -> np.ndarray:
+    """The rows of the training split a model trains on: all of them, or a `fraction` stratified by
+    subclass and reproducible from `seed` (the same rows for every trial and method)."""
+    idx = np.arange(len(subclass))
+    if fraction >= 1.0:
+        return idx
+    try:
+        rows, _ = train_test_split(idx, train_size=fraction, stratify=subclass, random_state=seed)
+    except ValueError as e:
+        raise DataError(
+            f"{field}: {fraction:g} of the {len(idx)} training samples keeps too few of some subclass to "
+            f"stratify ({str(e).splitlines()[0]}); raise {field}"
+        ) from None
+    return np.sort(rows)
+
+
 def with_outputs(data: Dataset, invented: bool, outputs_per_group: int) -> Dataset:
     """`data` with the models' output layout set: invented subclasses (`outputs_per_group` per class)
     or known subclasses with `outputs_per_group` outputs each. The known subclass labels stay in the

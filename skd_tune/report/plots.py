@@ -117,6 +117,36 @@ def plot_methods(table: pd.DataFrame, plots: Plots) -> Image | None:
     return plots.save("methods", fig)
 
 
+def plot_pairs(runs: pd.DataFrame, plots: Plots) -> Image | None:
+    """Each pair's paired test F1 differences seed by seed (a − b, F1 points), with their mean and 95% interval."""
+    from ..methods import PAIRS
+    from ..statistics import mean_interval
+
+    done = runs[runs["status"] == "TERMINATED"] if "status" in runs else runs
+    if done.empty:
+        return None
+    by_seed = done.pivot_table(index="seed", columns="method", values="test_f1", aggfunc="first")
+    pairs = [(a, b) for a, b in PAIRS if a in by_seed and b in by_seed]
+    if not pairs:
+        return None
+    fig = _figure(6.0, 3.8)
+    ax = fig.add_subplot()
+    for i, (a, b) in enumerate(pairs):
+        d = (by_seed[a] - by_seed[b]).dropna().to_numpy(float) * 100
+        ax.scatter(np.full(len(d), i - 0.1), d, color="tab:blue", alpha=0.7, label="a seed" if i == 0 else None)
+        iv = mean_interval(d)
+        if iv.n >= 2:
+            err = [[iv.mean - iv.low], [iv.high - iv.mean]]
+            ax.errorbar(
+                i + 0.15, iv.mean, yerr=err, fmt="D", color="black", capsize=5, label="mean, 95% CI" if i == 0 else None
+            )
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(pairs)), [f"{a} − {b}" for a, b in pairs])
+    ax.legend(fontsize=8)
+    _finish(fig, ax, "Paired test F1 differences, seed by seed", None, "F1 points", grid="y")
+    return plots.save("pairs", fig)
+
+
 def plot_curves(ld: Loaded, trial_ids: list[str], plots: Plots) -> Image | None:
     """Validation metric per epoch of the given trials (best first in the legend)."""
     ep = ld.epochs

@@ -9,10 +9,10 @@ import math
 
 import pandas as pd
 
-from ..experiment import trial_counts
+from ..experiment import best_trial, trial_counts
 from ..methods import METHODS, TEST_METRICS, floor_warnings, method_comparisons, method_table
 from .load import Loaded, file_name
-from .plots import Plots, plot_curves, plot_history, plot_methods
+from .plots import Plots, plot_curves, plot_history, plot_methods, plot_pairs
 from .render import Section, Table, epochs_cell, fmt, fmt_metric, mean_std, progress_line
 
 __all__ = [
@@ -98,10 +98,25 @@ def methods_section(ld: Loaded, table: pd.DataFrame | None, plots: Plots) -> Sec
         "test from 6 seeds): " + "; ".join(method_comparisons(ld.method_runs)["line"]) + "."
     )
     sec.blocks.extend(floor_warnings(table))
-    image = plot_methods(table, plots)
-    if image is not None:
-        sec.blocks.append(image)
+    sec.blocks.append(_searches_sentence(ld))
+    sec.blocks.extend(image for image in (plot_methods(table, plots), plot_pairs(ld.method_runs, plots)) if image)
     return sec
+
+
+def _searches_sentence(ld: Loaded) -> str:
+    """Where each method's configuration came from: its own search (per_method) or SKD's (shared)."""
+    if ld.spec.methods.search == "shared":
+        return "Configurations: the SKD search's best, retrained with only what is distilled changed (methods.search: shared)."
+    parts = []
+    for method, table in (("SKD", "student"), ("KD", "search_kd"), ("no-KD", "search_nokd")):
+        trials = ld.exp.trials(table)
+        best = best_trial(trials, ld.metric, ld.mode)
+        n = 0 if trials is None else int((trials["status"] == "TERMINATED").sum())
+        parts.append(
+            f"{method} {n} trials"
+            + (f", best {ld.metric} {best[ld.best_col]:.4f} ({best['trial_id']})" if best else "")
+        )
+    return "Configurations: each method's best trial of its own search, with the same budget: " + "; ".join(parts) + "."
 
 
 def teacher_section(ld: Loaded) -> Section:

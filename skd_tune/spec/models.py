@@ -70,6 +70,10 @@ class DataSpec(_Strict):
     cache_dir: str | None = None  # where decoded images are cached (default: <root>/.skd_cache)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    # The share of the training split the students train on (stratified by subclass, seeded): the low-data
+    # regime, where distillation matters most. Validation and test stay whole; the teacher trains on the
+    # whole training split unless teacher.train_fraction says otherwise.
+    train_fraction: float = Field(1.0, gt=0, le=1)
     positive_class: str | None = None
     image_size: int | None = Field(None, ge=8, le=1024)
     # `subclasses: invented` (any source): the teacher invents K subclasses per class (Müller et al. 2020)
@@ -168,6 +172,7 @@ class TeacherSpec(_TrainSpec):
 
     beta: float = Field(1.0, ge=0, le=100)
     t_aux: float = Field(1.0, gt=0, le=100)
+    train_fraction: float = Field(1.0, gt=0, le=1)  # the share of the training split the teacher trains on
 
 
 class StudentSpec(_TrainSpec):
