@@ -46,6 +46,15 @@ class Context:
             self.cache["logits"] = self.exp.load_teacher_logits()
         return self.cache["logits"]
 
+    def student_stage(self, name: str, trainable: Any, total: int, param_names: list[str], extra: dict, **kw: Any):
+        """A Tune stage of students (a search, the method table): `trainable(config, spec, data,
+        teacher_logits, **extra)` with the student's resources and epochs; `kw`: the rest of `TuneStage`."""
+        from ..tune import TuneStage
+
+        parameters = {"spec": self.spec, "data": self.data, "teacher_logits": self.teacher_logits()["train"], **extra}
+        s = self.spec.student
+        return TuneStage(name, trainable, parameters, s.resources, total, s.epochs, param_names, **kw)
+
     def tune_args(self) -> dict[str, Any]:
         """The keyword arguments of `tune.run_tune_stage` that come from the run."""
         return {"printer": self.say, "interruption": self.interruption, "resume_cmd": self.resume_cmd}

@@ -59,7 +59,7 @@ class MethodsStage(Stage):
         import pandas as pd
 
         from ..methods import METHODS, method_comparisons, method_table
-        from ..tune import TuneStage, run_tune_stage, trial_id_of
+        from ..tune import run_tune_stage, trial_id_of
         from ..tune.trainables import method_trainable
 
         spec, exp = ctx.spec, ctx.exp
@@ -71,19 +71,12 @@ class MethodsStage(Stage):
             else "the best configuration as no-KD, KD and SKD"
         )
         ctx.say(f"[methods] retraining {what} with the same {len(seeds)} seed(s) each")
-        stage = TuneStage(
-            name="methods",
-            trainable=method_trainable,
-            parameters={
-                "spec": spec,
-                "data": ctx.data,
-                "teacher_logits": ctx.teacher_logits()["train"],
-                "method_params": configs,
-            },
-            resources=spec.student.resources,
-            total=len(METHODS) * len(seeds),
-            max_epochs=spec.student.epochs,
-            param_names=["method", "seed"],
+        stage = ctx.student_stage(
+            "methods",
+            method_trainable,
+            len(METHODS) * len(seeds),
+            ["method", "seed"],
+            {"method_params": configs},
             grid={"method": list(METHODS), "seed": seeds},
         )
         grid, tables = run_tune_stage(exp, spec, stage, **ctx.tune_args())

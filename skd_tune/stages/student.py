@@ -26,26 +26,18 @@ class StudentStage(Stage):
         return dict(spec.search.space), {}
 
     def run(self, ctx: Context) -> dict[str, Any]:
-        from ..tune import TuneStage, run_tune_stage, trial_id_of
+        from ..tune import run_tune_stage, trial_id_of
         from ..tune.trainables import student_trainable
 
         spec, s = ctx.spec, ctx.spec.search
         space, fixed = self.search(spec)
         total = s.num_samples if space else 1  # nothing to search: one run of the spec's own values
-        stage = TuneStage(
-            name=self.name,
-            trainable=student_trainable,
-            parameters={
-                "spec": spec,
-                "data": ctx.data,
-                "teacher_logits": ctx.teacher_logits()["train"],
-                "fixed": fixed,
-                "stage": self.name,
-            },
-            resources=spec.student.resources,
-            total=total,
-            max_epochs=spec.student.epochs,
-            param_names=[*space, *fixed],
+        stage = ctx.student_stage(
+            self.name,
+            student_trainable,
+            total,
+            [*space, *fixed],
+            {"fixed": fixed, "stage": self.name},
             space=space,
             scheduler=s.scheduler.name,
             fixed=fixed,
