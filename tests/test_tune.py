@@ -135,3 +135,30 @@ def test_importing_the_stage_list_loads_neither_torch_nor_ray():
     code = "import sys, skd_tune.stages, skd_tune.status; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_state_snapshot_cut_short_by_a_kill_is_set_aside_for_the_one_before(tmp_path):
+    from skd_tune.experiment import Experiment
+    from skd_tune.tune.stage import set_aside_damaged_state
+
+    tune_dir = tmp_path / "student"
+    tune_dir.mkdir()
+    old, new = "2026-11-30_10-00-00", "2026-11-30_11-00-00"
+    (tune_dir / f"experiment_state-{old}.json").write_text('{"trial_data": []}')
+    (tune_dir / f"searcher-state-{old}.pkl").write_bytes(b"old")
+    (tune_dir / f"experiment_state-{new}.json").write_text("")  # the kill came mid-write
+    (tune_dir / f"searcher-state-{new}.pkl").write_bytes(b"new")
+    said = []
+    assert set_aside_damaged_state(Experiment(tmp_path), "student", said.append) == 1
+    assert sorted(p.name for p in tune_dir.iterdir()) == [
+        f"experiment_state-{old}.json",
+        f"experiment_state-{new}.json.damaged",
+        f"searcher-state-{old}.pkl",
+        f"searcher-state-{new}.pkl.damaged",
+    ]
+    assert said == [
+        f"[student] Ray Tune's state snapshot experiment_state-{new}.json was cut short by a killed driver; "
+        "resuming from the snapshot before it (its files are kept as *.damaged)"
+    ]
+    assert set_aside_damaged_state(Experiment(tmp_path), "student", said.append) == 0  # the rest is whole
+    assert set_aside_damaged_state(Experiment(tmp_path), "teacher", said.append) == 0  # no Tune experiment yet

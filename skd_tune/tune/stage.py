@@ -13,6 +13,7 @@ its Tuner exists, before `fit`; a Tune directory without that record holds no tr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from .callbacks import ProgressCallback, ResultsCallback
 from .search import SCHEDULERS, make_searcher
 from .signals import Interruption, SignalCallback
 
-__all__ = ["TuneStage", "run_tune_stage", "trial_id_of"]
+__all__ = ["TuneStage", "run_tune_stage", "set_aside_damaged_state", "trial_id_of"]
 
 # The 3 latest checkpoints of each trial, with no score attribute: the experiment snapshot that Tune
 # restores from is forced at least every 3 checkpoints, so the checkpoint it names always still exists
@@ -91,6 +92,41 @@ def _tuner(exp: Experiment, spec: Spec, stage: TuneStage, trainable: Any, callba
     )
 
 
+_STATE_PREFIX, _STATE_SUFFIX = "experiment_state-", ".json"
+
+
+def set_aside_damaged_state(exp: Experiment, stage: str, say: Callable[[str], None]) -> int:
+    """Ray Tune keeps one state snapshot per driver session (`experiment_state-<session>.json`, with the
+    searcher's and the callbacks' state of that session beside it) and rewrites it in place: a driver
+    killed mid-write leaves it empty, and Ray then "restores" a run with no trials. When the newest
+    snapshot does not parse, its session's files are renamed `*.damaged` so that Ray restores the previous
+    session's snapshot (the trials since then run again; the results tables keep every epoch reported).
+    Returns how many sessions were set aside."""
+    import pyarrow.fs as pafs
+
+    fs, base = exp.tune_storage()
+    directory = f"{base.rstrip('/')}/{TUNE_DIRS[stage]}"
+    entries = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+    names = sorted(e.base_name for e in entries if e.type == pafs.FileType.File)
+    states = [n for n in names if n.startswith(_STATE_PREFIX) and n.endswith(_STATE_SUFFIX)]
+    set_aside = 0
+    for newest in reversed(states):
+        try:
+            with fs.open_input_stream(f"{directory}/{newest}") as f:
+                json.loads(f.readall())
+            break  # the newest snapshot is whole
+        except (ValueError, OSError):
+            session = newest[len(_STATE_PREFIX) : -len(_STATE_SUFFIX)]
+            for name in (n for n in names if f"-{session}." in n):
+                fs.move(f"{directory}/{name}", f"{directory}/{name}.damaged")
+            set_aside += 1
+            say(
+                f"[{stage}] Ray Tune's state snapshot {newest} was cut short by a killed driver; resuming from "
+                "the snapshot before it (its files are kept as *.damaged)"
+            )
+    return set_aside
+
+
 def _restore(exp: Experiment, stage: TuneStage, trainable: Any, callbacks: list) -> tune.Tuner:
     path = exp.tune_location(stage.name)
     try:
@@ -126,6 +162,8 @@ def run_tune_stage(
         tune.with_parameters(stage.trainable, **stage.parameters),
         {"cpu": stage.resources.cpu, "gpu": stage.resources.gpu},
     )
+    if exp.started(stage.name):
+        set_aside_damaged_state(exp, stage.name, printer)
     if exp.started(stage.name) and tune.Tuner.can_restore(exp.tune_location(stage.name)):
         tuner = _restore(exp, stage, trainable, callbacks)
     else:
