@@ -276,23 +276,9 @@ class CpuSampler:
 
 def kill_tree(pids: Iterable[int], grace_s: float = 5.0) -> int:
     """SIGTERM, then SIGKILL after `grace_s`, the given processes (ours, by pid); how many were alive."""
-    import signal
+    from skd_tune.experiment.processes import terminate
 
-    alive = [p for p in set(pids) if proc_stat(p) is not None]
-    n = len(alive)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in alive:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            alive = [p for p in alive if (st := proc_stat(p)) is not None and st[1] not in ("Z", "X")]
-            if not alive:
-                return n
-            time.sleep(0.1)
-    return n
+    return terminate(list(pids), grace_s)
 
 
 def cleanup(path: Path, keep: bool = False) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .layout import DRIVER_RECORD as RECORD
 
-__all__ = ["clear_local_ray", "record_local_ray", "stop_orphans"]
+__all__ = ["clear_local_ray", "record_local_ray", "stop_orphans", "terminate"]
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -65,18 +65,9 @@ def clear_local_ray(experiment_dir: Path) -> None:
     (Path(experiment_dir) / RECORD).unlink(missing_ok=True)
 
 
-def stop_orphans(experiment_dir: Path, grace_s: float = 3.0) -> int:
-    """Stop the recorded local-Ray processes of a previous driver that is no longer alive; how many."""
-    path = Path(experiment_dir) / RECORD
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return 0
-    driver_pid, driver_start = record.get("driver", [0, 0])
-    st = _stat(driver_pid)
-    if st is not None and st[1] == driver_start:
-        return 0  # that driver still runs: its processes are not orphans
-    alive = [pid for pid, start in record.get("processes", []) if (s := _stat(pid)) is not None and s[1] == start]
+def terminate(pids: list[int], grace_s: float = 3.0) -> int:
+    """SIGTERM the processes `pids`, SIGKILL those still alive (not zombies) after `grace_s`; how many were alive."""
+    alive = [pid for pid in set(pids) if _stat(pid) is not None]
     stopped = len(alive)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in alive:
@@ -90,5 +81,21 @@ def stop_orphans(experiment_dir: Path, grace_s: float = 3.0) -> int:
             alive = [pid for pid in alive if _stat(pid) is not None]
         if not alive:
             break
+    return stopped
+
+
+def stop_orphans(experiment_dir: Path, grace_s: float = 3.0) -> int:
+    """Stop the recorded local-Ray processes of a previous driver that is no longer alive; how many."""
+    path = Path(experiment_dir) / RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    driver_pid, driver_start = record.get("driver", [0, 0])
+    st = _stat(driver_pid)
+    if st is not None and st[1] == driver_start:
+        return 0  # that driver still runs: its processes are not orphans
+    alive = [pid for pid, start in record.get("processes", []) if (s := _stat(pid)) is not None and s[1] == start]
+    stopped = terminate(alive, grace_s)
     path.unlink(missing_ok=True)
     return stopped
