@@ -30,6 +30,7 @@ class ExperimentStatus:
     params: list[str] = field(default_factory=list)
     export: dict[str, Any] | None = None
     label_bits: float | None = None
+    teacher_bits: dict[str, Any] | None = None  # I_T(S;X|C) of the teacher (the teacher_logits stage's record)
     method_seeds: int = 0
     methods: Any = None  # the method table (pandas), once the method stage is done
     pairs: Any = None  # the paired differences between the methods (pandas)
@@ -57,6 +58,7 @@ def experiment_status(location: str | os.PathLike | Experiment) -> ExperimentSta
         params=list(spec.search.space),
         export=state.done("export"),
         label_bits=data.get("label_bits_train") if isinstance(data, dict) else None,
+        teacher_bits=(state.done("teacher_logits") or {}).get("subclass_bits"),
         method_seeds=spec.methods.seeds,
         methods=exp.result("method_summary") if state.done("methods") is not None else None,
         pairs=exp.result("method_pairs") if state.done("methods") is not None else None,
@@ -81,7 +83,12 @@ def format_status(st: ExperimentStatus, resume_cmd: str | None = None) -> str:
             f"{name} trials: {counts['TERMINATED']} terminated, {counts['RUNNING']} running, {counts['ERROR']} errored"
         )
     if st.label_bits is not None:
-        lines.append(f"label bits the subclasses add: H(S|C) = {st.label_bits:.4f} bits per training sample")
+        lines.append(f"label bits the subclasses add: H(S|C) = {st.label_bits:.3f} bits per training sample")
+    if st.teacher_bits is not None:
+        lines.append(
+            f"what the teacher's subclass probabilities carry beyond its class probabilities: I_T(S;X|C) = "
+            f"{st.teacher_bits['bits']:.3f} bits per training sample"
+        )
     if st.best is not None:
         params = ", ".join(f"{p}={format_value(st.best.get(p))}" for p in st.params)
         lines.append(

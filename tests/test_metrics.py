@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from skd_tune.metrics import classification_metrics, label_bits, subclass_ami, subclass_usage
+from skd_tune.metrics import classification_metrics, label_bits, subclass_ami, subclass_information, subclass_usage
 
 # ---------------------------------------------------------------------------------------------------
 # label_bits = H(S | C) in bits
@@ -285,3 +285,45 @@ def test_subclass_ami_random_assignment_is_about_zero() -> None:
     ami = subclass_ami(logits, true)
     assert isinstance(ami, float)
     assert abs(ami) < 0.005
+
+
+# ---------------------------------------------------------------------------------------------------
+# I_T(S; X | C): what the teacher's subclass probabilities carry beyond its class probabilities
+
+
+def test_subclass_information_of_one_hot_rows_is_the_entropy_of_each_class_marginal():
+    # class 0: outputs 0..2, its samples one-hot on 0, 0, 1, 2 -> marginal (1/2, 1/4, 1/4), H = 1.5 bits;
+    # class 1: outputs 3..4, its 4 samples all on output 3 -> marginal (1, 0), H = 0.
+    hot = np.array([0, 0, 1, 2, 3, 3, 3, 3])
+    logits = np.full((8, 5), -1e4)
+    logits[np.arange(8), hot] = 0.0
+    classes = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    out = subclass_information(logits, classes, np.array([0, 0, 0, 1, 1]))
+    assert out["per_class"] == pytest.approx([1.5, 0.0])
+    assert out["bits"] == pytest.approx(0.5 * 1.5)
+    assert out["max_bits"] == pytest.approx(0.5 * np.log2(3) + 0.5 * 1.0)
+
+
+def test_subclass_information_of_identical_rows_is_zero_whatever_the_rows():
+    row = np.array([2.0, -1.0, 0.5, 3.0, 0.0])  # far from uniform within each class
+    logits = np.tile(row, (10, 1))
+    classes = np.array([0] * 6 + [1] * 4)
+    out = subclass_information(logits, classes, np.array([0, 0, 0, 1, 1]))
+    assert out["bits"] == pytest.approx(0.0, abs=1e-12) and out["per_class"] == pytest.approx([0.0, 0.0], abs=1e-12)
+
+
+def test_subclass_information_ignores_the_other_classes_outputs_and_is_bounded():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(200, 6)) * 3
+    classes = rng.integers(0, 2, 200)
+    o2c = np.array([0, 0, 0, 1, 1, 1])
+    out = subclass_information(logits, classes, o2c)
+    assert 0 < out["bits"] <= out["max_bits"] == pytest.approx(np.log2(3))
+    shifted = logits.copy()
+    shifted[classes == 0, 3:] += 50.0  # the other class's outputs of class-0 samples: no change
+    shifted[classes == 1, 3:] += 7.0  # a constant on a class's own outputs: softmax unchanged
+    assert subclass_information(shifted, classes, o2c)["bits"] == pytest.approx(out["bits"])
+    # one output per class: nothing beyond the class
+    assert subclass_information(logits[:, [0, 3]], classes, np.array([0, 1]))["bits"] == 0.0
+    with pytest.raises(ValueError, match=r"need \(N, 6\) logits and \(N,\) classes"):
+        subclass_information(logits[:, :5], classes, o2c)

@@ -51,7 +51,7 @@ def test_polyp_small_tiny_end_to_end(tmp_path, monkeypatch):
     ]
     assert summary["positive_class"] == "SSA" and summary["difficulty"] == "annotator agreement"
     assert 0 < summary["label_bits_train"] <= 2  # at most log2(4) bits with 4 subclasses per class
-    assert f"H(S|C) = {summary['label_bits_train']:.4f}" in proc.stdout
+    assert f"H(S|C) = {summary['label_bits_train']:.3f}" in proc.stdout
 
     trials = pd.read_parquet(exp / "results" / "trials.parquet")
     epochs = pd.read_parquet(exp / "results" / "epochs.parquet")

@@ -23,7 +23,8 @@ def exp(tmp_path):
 
 def test_status_of_a_search_under_way(exp):
     exp.mark_done("teacher", checkpoint="teacher/x", metrics={"val_f1": 0.99})
-    exp.mark_done("teacher_logits", test_metrics={"f1": 0.98})
+    bits = {"bits": 0.4321, "per_class": {"0-4": 0.5, "5-9": 0.3642}, "max_bits": 2.3219}
+    exp.mark_done("teacher_logits", test_metrics={"f1": 0.98}, subclass_bits=bits)
     tables = exp.tables("student", ["temperature", "w_skd", "w_kd", "lr"], "val_f1", "max")
     params = {"temperature": 2.5, "w_skd": 0.5, "w_kd": 0.1, "lr": 0.01}
     for trial_id, f1, status in (("a", 0.8, "TERMINATED"), ("b", 0.9, "RUNNING"), ("c", 0.7, "ERROR")):
@@ -41,7 +42,8 @@ def test_status_of_a_search_under_way(exp):
         "stages: teacher done, teacher_logits done, student -, export -, search_kd -, search_nokd -, methods -" in text
     )
     assert "student trials: 1/5 terminated, 1 running, 2 pending, 1 errored" in text
-    assert "H(S|C) = 2.3217 bits" in text
+    assert "H(S|C) = 2.322 bits" in text
+    assert "beyond its class probabilities: I_T(S;X|C) = 0.432 bits per training sample" in text
     assert "best so far: b val_f1 0.9000 (epoch 1): temperature=2.5, w_skd=0.5, w_kd=0.1, lr=0.01" in text
     assert text.endswith(f"not finished; resume with: skd-tune run {exp.root}")
 

@@ -17,8 +17,9 @@ image so a small rendering looks like a downscaled large one):
   split looks almost like the other class, and a per-image random "look" plus staining variation and
   pixel noise make the classes overlap: learnable, not trivially separable.
 
-Counts follow MHIST: ~69% HP (2,162 of 3,152), ~31% test partition (977 of 3,152), about 1 in 6 images
-split 4-3 (`AGREEMENT_SHARE`). Everything is drawn from `seed`: the same arguments give a byte-identical
+The vote counts follow MHIST's real table (`VOTE_COUNTS`), per partition: at n = 3152 the counts are
+exactly MHIST's, at other sizes proportional (largest remainder), so the test partition is shifted
+towards SSA as MHIST's is, and each class's agreement levels have MHIST's shares. Everything is drawn from `seed`: the same arguments give a byte-identical
 CSV and identical pixels (PNG bytes too, for one Pillow version).
 """
 
@@ -36,15 +37,18 @@ import numpy as np
 from ..atomic import make_dir, write_text_atomic
 from ..errors import DataError
 
-__all__ = ["AGREEMENT_SHARE", "COLUMNS", "HP_SHARE", "TEST_SHARE", "mhist_names", "write_synthetic_mhist"]
+__all__ = ["COLUMNS", "VOTE_COUNTS", "mhist_names", "write_synthetic_mhist"]
 
 # The columns of MHIST's annotations.csv, in order.
 COLUMNS = ("Image Name", "Majority Vote Label", "Number of Annotators who Selected SSA (Out of 7)", "Partition")
 
-HP_SHARE = 2162 / 3152  # MHIST: 2,162 HP and 990 SSA images
-TEST_SHARE = 977 / 3152  # MHIST: 2,175 train and 977 test images
-# Share of images by agreement (annotators of 7 who chose the majority label); 4 = a 4-3 split.
-AGREEMENT_SHARE = {7: 0.42, 6: 0.24, 5: 1.0 - 0.42 - 0.24 - 1.0 / 6.0, 4: 1.0 / 6.0}
+# MHIST's images per number of SSA votes (0..7 of 7 pathologists), per partition, from its public
+# annotations.csv (totals as Wei et al. 2021: 3,152 images, 2,175 train and 977 test, 2,162 HP and 990
+# SSA). SSA (4+ votes) is 29.0% of train but 36.8% of test: the test partition is shifted.
+VOTE_COUNTS = {
+    "train": (537, 497, 302, 209, 151, 106, 154, 219),
+    "test": (186, 208, 124, 99, 65, 62, 96, 137),
+}
 
 _CHUNK = 16  # images rendered together (fixed: the pixels must not depend on the worker count)
 _PARALLEL_MIN_PIXELS = 64 * 224 * 224  # smaller sets are written in-process (no worker start-up)
@@ -85,31 +89,28 @@ def _quota(n: int, shares: np.ndarray) -> np.ndarray:
 
 
 def _annotations(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Labels (0 HP, 1 SSA), agreement (4..7), SSA votes and partition (1 = test) of n images.
+    """Labels (0 HP, 1 SSA), agreement (4..7), SSA votes (0..7) and partition (1 = test) of n images.
 
-    Counts are exact quotas (class, then agreement within a class, then the test partition spread
-    over the (class, agreement) cells), so even a tiny set has every kind of image and n = 3152 gives
-    MHIST's 2,162 HP / 990 SSA and 2,175 train / 977 test; the rows are then shuffled.
+    The 16 (partition, votes) cells get exact quotas proportional to `VOTE_COUNTS` (largest remainder),
+    so n = 3152 gives MHIST's table exactly; from n = 4 on, both partitions hold both classes. The rows
+    are then shuffled.
     """
-    n_hp = int(round(n * HP_SHARE))
-    if n >= 2:
-        n_hp = min(max(n_hp, 1), n - 1)  # both classes
-    label, agreement, cells = [], [], []
-    levels = np.array(list(AGREEMENT_SHARE))
-    shares = np.array(list(AGREEMENT_SHARE.values()))
-    for cls, n_cls in ((0, n_hp), (1, n - n_hp)):
-        for level, n_cell in zip(levels, _quota(n_cls, shares)):
-            label += [cls] * n_cell
-            agreement += [level] * n_cell
-            cells.append(n_cell)
-    n_test = int(round(n * TEST_SHARE))
-    per_cell = np.minimum(_quota(n_test, np.array(cells)), cells)  # test share of every cell, total exact
-    test = np.concatenate([np.arange(c) < t for c, t in zip(cells, per_cell)])
+    table = np.array([VOTE_COUNTS["train"], VOTE_COUNTS["test"]], dtype=np.int64)  # (partition, votes)
+    cells = _quota(n, table.ravel()).reshape(table.shape)
+    if n >= 4:
+        for part in range(2):
+            for votes in (range(4), range(4, 8)):  # HP, SSA
+                block = cells[part, list(votes)]
+                if block.sum() == 0:  # a tiny set: take one image from the fullest cell
+                    donor = np.unravel_index(np.argmax(cells), cells.shape)
+                    cells[donor] -= 1
+                    cells[part, votes[int(np.argmax(table[part, list(votes)]))]] += 1
+    votes = np.concatenate([np.full(cells[p, v], v) for p in range(2) for v in range(8)]).astype(np.int64)
+    test = np.concatenate([np.full(cells[p, v], p) for p in range(2) for v in range(8)]).astype(np.int64)
     perm = rng.permutation(n)
-    label = np.array(label, dtype=np.int64)[perm]
-    agreement = np.array(agreement, dtype=np.int64)[perm]
-    test = np.array(test, dtype=np.int64)[perm]
-    votes = np.where(label == 1, agreement, 7 - agreement)
+    votes, test = votes[perm], test[perm]
+    label = (votes >= 4).astype(np.int64)
+    agreement = np.where(label == 1, votes, 7 - votes)
     return {"label": label, "agreement": agreement, "votes": votes, "test": test}
 
 

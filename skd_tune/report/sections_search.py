@@ -151,7 +151,15 @@ def data_section(ld: Loaded, plots: Plots) -> Section:
     else:
         sec.blocks.append(
             f"Source {data.get('source', '?')}, subclasses {data.get('subclasses', '?')}; label bits the subclasses add: "
-            f"H(S|C) = {fmt_metric(data.get('label_bits_train'))} bits per training sample."
+            f"H(S|C) = {fmt_metric(data.get('label_bits_train'))} bits per training sample (over train + val)."
+        )
+    teacher_bits = (ld.done("teacher_logits") or {}).get("subclass_bits")
+    if teacher_bits is not None:
+        per_class = ", ".join(f"{c} {fmt_metric(v)}" for c, v in teacher_bits["per_class"].items())
+        sec.blocks.append(
+            f"What the teacher's subclass probabilities carry beyond its class probabilities (what subclass "
+            f"distillation can transfer and class distillation cannot): I_T(S;X|C) = {fmt_metric(teacher_bits['bits'])} "
+            f"bits per training sample ({per_class}; at most {fmt_metric(teacher_bits['max_bits'])} with its outputs)."
         )
         table = _subclass_table(data)
         if table is not None:
