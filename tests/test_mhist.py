@@ -18,8 +18,11 @@ from skd_tune.data import SOURCES, DataError, Dataset, load_dataset
 from skd_tune.data import mhist as mhist_module
 from skd_tune.data import synth as synth_module
 from skd_tune.data.mhist import IMAGENET_MEAN, IMAGENET_STD, read_annotations
+from skd_tune.data.mhist_annotations import subclasses_for_votes, vote_group_name
+from skd_tune.data.summary import data_summary
 from skd_tune.data.synth import COLUMNS, mhist_names, write_synthetic_mhist
-from skd_tune.spec import DataSpec
+from skd_tune.metrics import label_bits
+from skd_tune.spec import DataSpec, Spec
 
 NAME, LABEL, VOTES, PARTITION = COLUMNS
 AGREEMENT_NAMES = ["HP-7/7", "HP-6/7", "HP-5/7", "HP-4/7", "SSA-7/7", "SSA-6/7", "SSA-5/7", "SSA-4/7"]
@@ -91,18 +94,29 @@ def test_synth_counts_follow_mhist(tmp_path) -> None:
     rows = _rows(write_synthetic_mhist(tmp_path / "d", n=600, seed=3, size=8))
     for r in rows:  # the majority label agrees with the votes
         assert (r[LABEL] == "SSA") == (int(r[VOTES]) >= 4), r
-    split = np.mean([_agreement(r) == 4 for r in rows])  # 4-3 splits: votes 3 (HP) or 4 (SSA)
-    assert split == pytest.approx(1 / 6, abs=0.02)
-    assert np.mean([r[LABEL] == "HP" for r in rows]) == pytest.approx(0.69, abs=0.03)
-    assert np.mean([r[PARTITION] == "test" for r in rows]) == pytest.approx(0.31, abs=0.03)
-    assert {_agreement(r) for r in rows} == {4, 5, 6, 7}
+    for part in ("train", "test"):  # per partition, the votes in MHIST's proportions
+        votes = np.bincount([int(r[VOTES]) for r in rows if r[PARTITION] == part], minlength=8)
+        table = np.array(synth_module.VOTE_COUNTS[part])
+        assert np.abs(votes - table * votes.sum() / table.sum()).max() < 1.0
+    ssa = {p: np.mean([r[LABEL] == "SSA" for r in rows if r[PARTITION] == p]) for p in ("train", "test")}
+    assert ssa["train"] == pytest.approx(0.290, abs=0.01) and ssa["test"] == pytest.approx(0.368, abs=0.01)
 
 
 def test_synth_full_size_counts_are_mhists() -> None:
     ann = synth_module._annotations(3152, np.random.default_rng(0))  # the labels only, no images
+    for part, flag in (("train", 0), ("test", 1)):
+        votes = np.bincount(ann["votes"][ann["test"] == flag], minlength=8)
+        assert votes.tolist() == list(synth_module.VOTE_COUNTS[part])
     assert int((ann["label"] == 0).sum()) == 2162 and int((ann["label"] == 1).sum()) == 990
     assert int(ann["test"].sum()) == 977
-    assert int((ann["agreement"] == 4).sum()) == 525  # 3152 / 6
+
+
+@pytest.mark.parametrize("n", [4, 5, 7, 24, 61])
+def test_synth_tiny_sets_hold_both_classes_in_both_partitions(n) -> None:
+    ann = synth_module._annotations(n, np.random.default_rng(0))
+    assert len(ann["votes"]) == n
+    for flag in (0, 1):
+        assert set(ann["label"][ann["test"] == flag].tolist()) == {0, 1}
 
 
 def test_synth_is_deterministic(tmp_path) -> None:
@@ -521,8 +535,8 @@ def test_spec_accepts_mhist_schemes(small: Path) -> None:
     assert _spec(small).subclass_scheme == "agreement"
     with pytest.raises(
         ValidationError,
-        match=r"data\.subclasses: 'digits' is not a subclass scheme of source 'mhist'; "
-        r"available: agreement, unanimous",
+        match=r"subclasses\n  Value error, 'digits' is not a subclass scheme of source 'mhist'; "
+        r"available: agreement, unanimous, invented; or a grouping of SSA vote counts",
     ):
         _spec(small, subclasses="digits")
     with pytest.raises(ValidationError, match=r"data\.root is required for source 'mhist'"):
@@ -581,3 +595,107 @@ def _train_and_check(torch, ds300: Dataset) -> None:
     )
     assert last["val_accuracy"] > 0.6
     assert last["val_auc"] > 0.75  # better than always answering the majority class (HP, ~69%) would score
+
+
+# ---------------------------------------------------------------------------------------------------
+# Subclasses from a grouping of the SSA vote counts
+# ---------------------------------------------------------------------------------------------------
+
+GROUPING = {"HP": [[0], [1], [2, 3]], "SSA": [[4, 5], [6], [7]]}
+SINGLETONS = {"HP": [[0], [1], [2], [3]], "SSA": [[4], [5], [6], [7]]}  # agreement's subclasses
+UNANIMOUS_GROUPS = {"HP": [[0], [1, 2, 3]], "SSA": [[4, 5, 6], [7]]}  # unanimous's subclasses
+
+
+def _all_subclasses(ds: Dataset) -> np.ndarray:
+    return np.concatenate([ds.train.subclass, ds.val.subclass, ds.test.subclass])
+
+
+def _same_partition(a: Dataset, b: Dataset) -> None:
+    """a's and b's subclasses are one partition of the samples under other names and order: label_bits
+    agree on every split, and on the test split (the CSV's order in both) each subclass of a is one of b."""
+    assert label_bits(_all_subclasses(a), a.subclass_to_class) == pytest.approx(
+        label_bits(_all_subclasses(b), b.subclass_to_class), abs=1e-12
+    )
+    assert a.num_subclasses == b.num_subclasses
+    pairs = set(zip(a.test.subclass.tolist(), b.test.subclass.tolist()))
+    assert len(pairs) == len({s for s, _ in pairs}) == len({t for _, t in pairs})  # one to one
+    assert all(a.subclass_to_class[s] == b.subclass_to_class[t] for s, t in pairs)
+    assert sorted(a.info["images_per_subclass"].values()) == sorted(b.info["images_per_subclass"].values())
+
+
+@pytest.mark.parametrize(
+    "cls,group,name",
+    [("HP", [0], "HP-0"), ("HP", [2, 3], "HP-2..3"), ("HP", [3, 1], "HP-1,3"), ("HP", [0, 1, 3], "HP-0..1,3")]
+    + [("SSA", [4, 5, 6, 7], "SSA-4..7"), ("SSA", [7], "SSA-7")],
+)
+def test_vote_group_names(cls, group, name) -> None:
+    assert vote_group_name(cls, group) == name
+
+
+def test_vote_grouping_subclasses(synth300: Path, ds300: Dataset) -> None:
+    spec = _spec(synth300, image_size=32, val_fraction=0.25, subclasses=GROUPING)
+    assert spec.subclass_scheme == "votes"
+    ds = load_dataset(spec, seed=0)
+    assert ds.subclass_names == ["HP-0", "HP-1", "HP-2..3", "SSA-4..5", "SSA-6", "SSA-7"]
+    assert ds.subclass_to_class.tolist() == [0, 0, 0, 1, 1, 1]
+    assert ds.info["subclass_scheme"] == "votes"
+    assert ds.info["vote_groups"] == GROUPING
+    assert ds300.info["vote_groups"] is None
+    # Every sample's subclass is the group of its row's votes; the difficulty stays by agreement.
+    by_pixels = {_pixels(synth300, r[NAME]).tobytes(): r for r in _rows(synth300)}
+    group_of = {v: i for i, g in enumerate([*GROUPING["HP"], *GROUPING["SSA"]]) for v in g}
+    for split in (ds.train, ds.val, ds.test):
+        for x, s, d in zip(split.x, split.subclass, split.difficulty):
+            row = by_pixels[x.tobytes()]
+            assert s == group_of[int(row[VOTES])]
+            assert d == np.float32((7 - _agreement(row)) / 3.0)
+    votes = np.bincount([int(r[VOTES]) for r in _rows(synth300)], minlength=8)
+    expected = [votes[0], votes[1], votes[2] + votes[3], votes[4] + votes[5], votes[6], votes[7]]
+    assert list(ds.info["images_per_subclass"].values()) == expected
+    assert np.array_equal(ds.test.x, ds300.test.x)
+
+
+def test_vote_groups_keep_the_order_given(synth300: Path) -> None:
+    grouping = {"SSA": [[7], [4, 5, 6]], "HP": [[2, 3], [0], [1]]}  # HP comes first whatever the key order
+    ds = load_dataset(_spec(synth300, image_size=32, subclasses=grouping), seed=0)
+    assert ds.subclass_names == ["HP-2..3", "HP-0", "HP-1", "SSA-7", "SSA-4..6"]
+    assert ds.info["vote_groups"] == {"HP": [[2, 3], [0], [1]], "SSA": [[7], [4, 5, 6]]}
+
+
+@pytest.mark.parametrize("grouping,scheme", [(SINGLETONS, "agreement"), (UNANIMOUS_GROUPS, "unanimous")])
+def test_vote_groupings_equal_the_schemes(synth300: Path, grouping, scheme) -> None:
+    by_votes = load_dataset(_spec(synth300, image_size=32, val_fraction=0.25, subclasses=grouping), seed=0)
+    by_scheme = load_dataset(_spec(synth300, image_size=32, val_fraction=0.25, subclasses=scheme), seed=0)
+    _same_partition(by_votes, by_scheme)
+
+
+def test_subclasses_for_votes_checks_the_grouping() -> None:
+    votes = np.array([0, 3, 4, 7])
+    label = (votes >= 4).astype(np.int64)
+    sub, names, s2c = subclasses_for_votes(UNANIMOUS_GROUPS, label, votes)
+    assert sub.tolist() == [0, 1, 2, 3] and names == ["HP-0", "HP-1..3", "SSA-4..6", "SSA-7"]
+    assert s2c.tolist() == [0, 0, 1, 1]
+    with pytest.raises(
+        DataError, match=r"data\.subclasses: HP \[\[0\], \[1, 2\]\]: vote count 3 is in no group; each of HP's"
+    ):
+        subclasses_for_votes({"HP": [[0], [1, 2]], "SSA": [[4, 5, 6, 7]]}, label, votes)
+
+
+def test_spec_takes_a_grouping_for_mhist_only(small: Path) -> None:
+    assert _spec(small, subclasses=GROUPING).vote_groups == {"HP": ((0,), (1,), (2, 3)), "SSA": ((4, 5), (6,), (7,))}
+    with pytest.raises(ValidationError, match=r"vote count 4 in group 1 belongs to SSA"):
+        _spec(small, subclasses={"HP": [[0, 1, 2, 3, 4]], "SSA": [[5, 6, 7]]})
+    with pytest.raises(ValidationError, match=r"a grouping of vote counts is only for source 'mhist'"):
+        DataSpec(source="digits", subclasses=GROUPING)
+
+
+def test_data_summary_records_the_grouping(synth300: Path, ds300: Dataset) -> None:
+    spec = Spec.model_validate(
+        {"name": "v", "data": {"source": "mhist", "root": str(synth300), "image_size": 32, "subclasses": GROUPING}}
+    )
+    ds = load_dataset(spec.data, seed=0)
+    summary = data_summary(spec, ds, label_bits(ds.train.subclass, ds.subclass_to_class))
+    assert summary["subclasses"] == "votes" and summary["vote_groups"] == GROUPING
+    assert summary["subclass_names"] == ["HP-0", "HP-1", "HP-2..3", "SSA-4..5", "SSA-6", "SSA-7"]
+    plain = Spec.model_validate({"name": "a", "data": {"source": "mhist", "root": str(synth300), "image_size": 32}})
+    assert data_summary(plain, ds300, 0.0)["vote_groups"] is None

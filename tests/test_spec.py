@@ -172,7 +172,7 @@ BAD = [
     (
         "subclass-scheme",
         {"data": {"subclasses": "agreement"}},
-        r"data: .*'agreement' is not a subclass scheme of source 'digits'; available: known",
+        r"data\.subclasses: 'agreement' is not a subclass scheme of source 'digits'; available: known, invented\.",
     ),
     ("max-failures", {"search": {"max_failures": -1}}, r"search\.max_failures: must be >= 0"),
     (
@@ -345,3 +345,165 @@ def test_importing_the_spec_loads_no_engine():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------------
+# data.subclasses as a grouping of MHIST's SSA vote counts
+# ---------------------------------------------------------------------------------------------------
+
+MHIST_DATA = {"source": "mhist", "root": "mhist"}
+GROUPING = {"HP": [[0], [1], [2, 3]], "SSA": [[4, 5], [6], [7]]}
+
+
+def test_vote_grouping_parses(write_spec):
+    spec = load_spec(write_spec({"data": {**MHIST_DATA, "subclasses": GROUPING}}))
+    assert spec.data.subclass_scheme == "votes" and not spec.data.invented
+    assert spec.data.vote_groups == {"HP": ((0,), (1,), (2, 3)), "SSA": ((4, 5), (6,), (7,))}
+    assert spec.data.model_dump()["subclasses"] == GROUPING  # dumped as written: the frozen spec round-trips
+    assert Spec.model_validate(spec.model_dump(mode="json")) == spec
+    hash(spec.data)  # the data spec stays hashable (the grouping is held as tuples)
+    # The class order of the mapping and the order of votes within a group do not matter; the groups' order does.
+    swapped = load_spec(
+        write_spec({"data": {**MHIST_DATA, "subclasses": {"SSA": [[5, 4], [6], [7]], "HP": GROUPING["HP"]}}})
+    )
+    assert spec_hash(swapped) == spec_hash(spec) and hash(swapped.data) == hash(spec.data)
+    other = load_spec(write_spec({"data": {**MHIST_DATA, "subclasses": {**GROUPING, "HP": [[2, 3], [0], [1]]}}}))
+    agreement = load_spec(write_spec({"data": {**MHIST_DATA, "subclasses": "agreement"}}))
+    assert len({spec_hash(spec), spec_hash(other), spec_hash(agreement)}) == 3
+    assert agreement.data.vote_groups is None and agreement.data.subclass_scheme == "agreement"
+    invented = load_spec(write_spec({"data": {**MHIST_DATA, "subclasses": "invented", "subclasses_per_class": 2}}))
+    assert invented.data.vote_groups is None and invented.data.subclass_scheme == "agreement"
+
+
+_HP_FIX = r"; each of HP's vote counts 0-3 must be in exactly one group"
+_SSA_FIX = r"; each of SSA's vote counts 4-7 must be in exactly one group"
+
+# (id, data.subclasses, or (data.source, data.subclasses), the expected message after "data.subclasses: ")
+BAD_GROUPINGS = [
+    (
+        "vote-twice",
+        {"HP": [[0], [1], [1, 2, 3]], "SSA": [[4, 5, 6, 7]]},
+        r"HP \[\[0\], \[1\], \[1, 2, 3\]\]: vote count 1 is used in groups 2 and 3" + _HP_FIX,
+    ),
+    (
+        "vote-twice-in-a-group",
+        {"HP": [[0, 1, 2, 3]], "SSA": [[4, 4, 5], [6, 7]]},
+        r"SSA \[\[4, 4, 5\], \[6, 7\]\]: vote count 4 is used twice in group 1" + _SSA_FIX,
+    ),
+    (
+        "votes-missing",
+        {"HP": [[0], [1]], "SSA": [[4, 5, 6, 7]]},
+        r"HP \[\[0\], \[1\]\]: vote counts 2, 3 are in no group" + _HP_FIX,
+    ),
+    (
+        "vote-of-the-other-class",
+        {"HP": [[0], [1], [2, 3, 4]], "SSA": [[5], [6], [7]]},
+        r"HP \[\[0\], \[1\], \[2, 3, 4\]\]: vote count 4 in group 3 belongs to SSA \(SSA images have 4-7 SSA votes\)"
+        + _HP_FIX
+        + r"; SSA \[\[5\], \[6\], \[7\]\]: vote count 4 is in no group"
+        + _SSA_FIX,
+    ),
+    (
+        "vote-out-of-range",
+        {"HP": [[0, 1, 2, 3]], "SSA": [[4, 5], [6], [7, 8]]},
+        r"SSA \[\[4, 5\], \[6\], \[7, 8\]\]: vote count 8 in group 3 is out of range: 0-7 of the 7 annotators "
+        r"voted SSA" + _SSA_FIX,
+    ),
+    (
+        "vote-negative",
+        {"HP": [[-1, 0, 1, 2, 3]], "SSA": [[4, 5, 6, 7]]},
+        r"HP \[\[-1, 0, 1, 2, 3\]\]: vote count -1 in group 1 is out of range: 0-7",
+    ),
+    (
+        "vote-not-a-number",
+        {"HP": [[0, 1, 2, "3"]], "SSA": [[4, 5, 6, 7]]},
+        r"HP \[\[0, 1, 2, '3'\]\]: '3' in group 1 is not a vote count \(a whole number 0-7\), "
+        r"vote count 3 is in no group" + _HP_FIX,
+    ),
+    (
+        "empty-group",
+        {"HP": [[0], [], [1, 2, 3]], "SSA": [[4, 5, 6, 7]]},
+        r"HP \[\[0\], \[\], \[1, 2, 3\]\]: group 2 is empty \(remove it or give it vote counts\)" + _HP_FIX,
+    ),
+    (
+        "no-groups",
+        {"HP": [], "SSA": [[4, 5, 6, 7]]},
+        r"HP \[\]: must be a non-empty list of groups, each a list of SSA vote counts, e\.g\. HP: \[\[0\], \[1\], \[2, 3\]\]",
+    ),
+    (
+        "flat-list",
+        {"HP": [0, 1, 2, 3], "SSA": [[4, 5, 6, 7]]},
+        r"HP \[0, 1, 2, 3\]: a list of vote counts, not of groups \(write \[\[0\], \[1\], \[2\], \[3\]\] for a "
+        r"subclass each, or \[\[0, 1, 2, 3\]\] for one\)",
+    ),
+    (
+        "unknown-class",
+        {"HP": [[0, 1, 2, 3]], "SSA": [[4, 5, 6, 7]], "NP": [[0]]},
+        r"unknown class 'NP'; the classes are HP and SSA",
+    ),
+    (
+        "missing-class",
+        {"HP": [[0, 1, 2, 3]]},
+        r"class SSA is missing: give its groups too, e\.g\. SSA: \[\[4, 5\], \[6\], \[7\]\]",
+    ),
+    (
+        "not-a-mapping",
+        [[0, 1, 2, 3], [4, 5, 6, 7]],
+        r"must be a subclass scheme name or, for source 'mhist', a mapping of class to groups of SSA vote counts, "
+        r"e\.g\. \{HP: \[\[0\], \[1\], \[2, 3\]\], SSA: \[\[4, 5\], \[6\], \[7\]\]\}, got \[\[0, 1, 2, 3\], \[4, 5, 6, 7\]\]",
+    ),
+    (
+        "digits-source",
+        ("digits", GROUPING),
+        r"a grouping of vote counts is only for source 'mhist' \(it groups MHIST's SSA vote counts 0-7\); "
+        r"source 'digits' takes a scheme name: known, invented",
+    ),
+    ("npz-source", ("npz", GROUPING), r"a grouping of vote counts is only for source 'mhist'.*source 'npz'"),
+]
+
+
+@pytest.mark.parametrize("case_id,subclasses,pattern", BAD_GROUPINGS, ids=[b[0] for b in BAD_GROUPINGS])
+def test_bad_vote_grouping(case_id, subclasses, pattern, write_spec):
+    source, subclasses = subclasses if isinstance(subclasses, tuple) else ("mhist", subclasses)
+    path = write_spec({"data": {"source": source, "root": "data", "subclasses": subclasses}})
+    with pytest.raises(SpecError, match=r"spec\.yaml: 1 problem in the spec: data\.subclasses: " + pattern) as info:
+        load_spec(path)
+    assert info.value.problems == [info.value.problems[0]]
+
+
+def test_bad_vote_grouping_one_paragraph_exit_2(write_spec, capsys):
+    path = write_spec({"data": {**MHIST_DATA, "subclasses": {"HP": [[0], [1], [2, 3, 4]], "SSA": [[5], [6, 7]]}}})
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: 1 problem in the spec: data.subclasses: HP [[0], [1], [2, 3, 4]]: ")
+    assert "vote count 4 in group 3 belongs to SSA" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_every_grouping_mistake_reported_in_one_pass(write_spec):
+    """Each class's problems and the other fields' are all listed at once, each naming its class and vote count."""
+    bad = {"HP": [[0], [0, 1], [], [9]], "SSA": [[3, 4, 5], [6]], "NP": [[1]]}
+    path = write_spec({"data": {**MHIST_DATA, "subclasses": bad}, "student": {"temperature": -1}})
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    problems = info.value.problems
+    assert len(problems) == 2 and problems[1] == "student.temperature: must be > 0, got -1"
+    grouping = problems[0]
+    for part in (
+        "data.subclasses: unknown class 'NP'; the classes are HP and SSA; ",
+        "HP [[0], [0, 1], [], [9]]: vote count 0 is used in groups 1 and 2, group 3 is empty",
+        "vote count 9 in group 4 is out of range: 0-7",
+        "vote counts 2, 3 are in no group; each of HP's vote counts 0-3",
+        "SSA [[3, 4, 5], [6]]: vote count 3 in group 1 belongs to HP (HP images have 0-3 SSA votes), "
+        "vote count 7 is in no group; each of SSA's vote counts 4-7",
+    ):
+        assert part in grouping
+
+
+def test_unknown_mhist_scheme_names_the_grouping(write_spec):
+    with pytest.raises(
+        SpecError,
+        match=r"data\.subclasses: 'votes' is not a subclass scheme of source 'mhist'; available: agreement, "
+        r"unanimous, invented; or a grouping of SSA vote counts, e\.g\. \{HP: \[\[0\], \[1\], \[2, 3\]\]",
+    ):
+        load_spec(write_spec({"data": {**MHIST_DATA, "subclasses": "votes"}}))

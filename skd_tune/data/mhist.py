@@ -1,4 +1,5 @@
-"""MHIST (Wei et al. 2021): colorectal polyp images, HP vs SSA, with subclasses by annotator agreement.
+"""MHIST (Wei et al. 2021): colorectal polyp images, HP vs SSA, with subclasses by annotator agreement
+or by a grouping of the SSA vote counts.
 
 Layout of `data.root` (MHIST's own; `skd-tune data synth-mhist DIR` writes a synthetic one)::
 
@@ -29,7 +30,16 @@ from ..atomic import write_atomic
 from ..errors import first_line
 from .base import DataError, Dataset, Split
 from .images import decode_image
-from .mhist_annotations import ANNOTATIONS, CLASS_NAMES, IMAGES, SCHEMES, Annotations, read_annotations, subclasses_for
+from .mhist_annotations import (
+    ANNOTATIONS,
+    CLASS_NAMES,
+    IMAGES,
+    SCHEMES,
+    Annotations,
+    read_annotations,
+    subclasses_for,
+    subclasses_for_votes,
+)
 
 if TYPE_CHECKING:
     from ..spec import DataSpec
@@ -42,6 +52,7 @@ __all__ = [
     "load_mhist_dataset",
     "read_annotations",
     "subclasses_for",
+    "subclasses_for_votes",
 ]
 
 DEFAULT_SIZE = 224
@@ -182,16 +193,23 @@ def load_mhist_dataset(spec: DataSpec, seed: int) -> Dataset:
 
     * Subclasses (`data.subclasses`): `agreement` (default), 8 subclasses HP-7/7 ... HP-4/7,
       SSA-7/7 ... SSA-4/7 (agreement = annotators of 7 who chose the majority label); or `unanimous`,
-      4 subclasses HP-unanimous, HP-split, SSA-unanimous, SSA-split.
+      4 subclasses HP-unanimous, HP-split, SSA-unanimous, SSA-split; or a grouping of the SSA vote counts
+      (0-7 of the 7 annotators; HP images have 0-3, SSA images 4-7), e.g. {HP: [[0], [1], [2, 3]],
+      SSA: [[4, 5], [6], [7]]}: one subclass per group, HP's in the order given, then SSA's, named
+      HP-0, HP-1, HP-2..3, SSA-4..5, ... (a group that is not a run of counts as HP-1,3). The grouping
+      {HP: [[0], [1], [2], [3]], SSA: [[4], [5], [6], [7]]} is `agreement` (another order and names);
+      {HP: [[0], [1, 2, 3]], SSA: [[4, 5, 6], [7]]} is `unanimous`.
     * Splits: test is the CSV's `test` partition; val is `data.val_fraction` of the `train`
       partition, stratified by subclass and drawn from `seed`; the rest is train.
       `data.test_fraction` is ignored: MHIST fixes its own test partition.
-    * `difficulty` of every sample: (7 - agreement) / 3, 0 for unanimous to 1 for a 4-3 split.
+    * `difficulty` of every sample: (7 - agreement) / 3, 0 for unanimous to 1 for a 4-3 split (with a
+      grouping too).
     * Images: uint8 (N, 3, S, S) with S = `data.image_size` (default 224); an image of another size or
       mode is converted to RGB and resized. `scale` 1/255, ImageNet's mean/std for normalisation.
     """
     scheme = spec.subclass_scheme  # with `invented`, the known scheme that scores the invented subclasses
-    if scheme not in SCHEMES:
+    groups = spec.vote_groups  # a grouping of the SSA vote counts (scheme "votes"), or None
+    if groups is None and scheme not in SCHEMES:
         raise DataError(
             f"data.subclasses: {scheme!r} is not a subclass scheme of source 'mhist'; available: {', '.join(SCHEMES)}"
         )
@@ -202,12 +220,14 @@ def load_mhist_dataset(spec: DataSpec, seed: int) -> Dataset:
         csv_path = root / ANNOTATIONS
     size = int(spec.image_size or DEFAULT_SIZE)
     ann = read_annotations(csv_path)
+    agreement = ann.agreement
+    if groups is not None:
+        subclass, subclass_names, s2c = subclasses_for_votes(groups, ann.label, ann.votes)
+    else:
+        subclass, subclass_names, s2c = subclasses_for(scheme, ann.label, agreement)
+    difficulty = ((7 - agreement) / 3.0).astype(np.float32)
     cache_dir = Path(spec.cache_dir) if spec.cache_dir else root / ".skd_cache"
     x, cache, decoded = _images(ann, root, size, cache_dir)
-
-    agreement = ann.agreement
-    subclass, subclass_names, s2c = subclasses_for(scheme, ann.label, agreement)
-    difficulty = ((7 - agreement) / 3.0).astype(np.float32)
 
     train_rows = np.flatnonzero(~ann.test)
     test_rows = np.flatnonzero(ann.test)
@@ -242,6 +262,7 @@ def load_mhist_dataset(spec: DataSpec, seed: int) -> Dataset:
             "root": str(root),
             "annotations": str(csv_path),
             "subclass_scheme": scheme,
+            "vote_groups": {c: [list(g) for g in gs] for c, gs in groups.items()} if groups is not None else None,
             "image_size": size,
             "images_per_subclass": {name: int(c) for name, c in zip(subclass_names, counts)},
             "images_per_split": {"train": len(tr), "val": len(va), "test": len(test_rows)},

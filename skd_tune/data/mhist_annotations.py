@@ -3,7 +3,8 @@ annotators' agreement defines (see mhist.py for the images and the dataset).
 
 Columns: Image Name, Majority Vote Label (HP | SSA), Number of Annotators who Selected SSA (Out of 7)
 (0-7), Partition (train | test). Every problem is reported with its CSV line; the agreement of a sample
-is the number of the 7 pathologists who voted for its majority label (4-7).
+is the number of the 7 pathologists who voted for its majority label (4-7). Subclasses come from a scheme
+(`subclasses_for`) or from a grouping of the SSA vote counts (`subclasses_for_votes`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,27 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..spec.groupings import parse_vote_groups
 from .base import DataError
 from .synth import COLUMNS
 
-__all__ = ["ANNOTATIONS", "CLASS_NAMES", "IMAGES", "SCHEMES", "Annotations", "read_annotations", "subclasses_for"]
+__all__ = [
+    "ANNOTATIONS",
+    "CLASS_NAMES",
+    "IMAGES",
+    "SCHEMES",
+    "Annotations",
+    "read_annotations",
+    "subclasses_for",
+    "subclasses_for_votes",
+    "vote_group_name",
+]
 
 ANNOTATIONS = "annotations.csv"
 IMAGES = "images"
@@ -203,6 +216,48 @@ def subclasses_for(scheme: str, label: np.ndarray, agreement: np.ndarray) -> tup
             f"data.subclasses: {scheme!r} is not a subclass scheme of source 'mhist'; available: {', '.join(SCHEMES)}"
         )
     return sub.astype(np.int64), names, s2c.astype(np.int64)
+
+
+def vote_group_name(cls: str, group: tuple[int, ...] | list[int]) -> str:
+    """The subclass name of a group of SSA vote counts: HP-0, HP-2..3 (consecutive counts lo..hi),
+    HP-1,3 (not consecutive: its runs joined by commas, e.g. HP-0..1,3)."""
+    runs: list[list[int]] = []
+    for v in sorted(group):
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    return f"{cls}-" + ",".join(f"{r[0]}..{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
+
+
+def subclasses_for_votes(
+    groups: Mapping[str, Sequence[Sequence[int]]], label: np.ndarray, votes: np.ndarray
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(subclass index per sample, subclass names, subclass -> class) for a grouping of the SSA vote counts.
+
+    `groups`: class -> its groups of SSA vote counts (`DataSpec.vote_groups`, e.g. {"HP": [[0], [1], [2, 3]],
+    "SSA": [[4, 5], [6], [7]]}); checked again here, as the spec does, so a grouping that reaches the loader
+    any other way is refused too. One subclass per group, HP's groups in the order given, then SSA's, named by
+    `vote_group_name`. Every subclass is kept, even one without samples. `label` (0 HP, 1 SSA) must be the
+    majority label `votes` imply (read_annotations checks that): a group's samples are all of its class.
+    """
+    try:
+        frozen = dict(parse_vote_groups(groups))
+    except ValueError as e:
+        raise DataError(f"data.subclasses: {e}") from None
+    group_of_vote = np.empty(8, dtype=np.int64)
+    names: list[str] = []
+    s2c: list[int] = []
+    for c, cls in enumerate(CLASS_NAMES):
+        for group in frozen[cls]:
+            group_of_vote[list(group)] = len(names)
+            names.append(vote_group_name(cls, group))
+            s2c.append(c)
+    sub = group_of_vote[votes]
+    s2c_arr = np.array(s2c, dtype=np.int64)
+    if len(sub) and not np.array_equal(s2c_arr[sub], label):
+        raise DataError("data.subclasses: a sample's majority label disagrees with its SSA votes (HP 0-3, SSA 4-7)")
+    return sub, names, s2c_arr
 
 
 # --------------------------------------------------------------------------------------------------
