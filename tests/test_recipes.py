@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
-from skd_tune.data import load_dataset, train_rows
-from skd_tune.recipes import build_student_run, build_teacher_run
+from skd_tune.curriculum import LOSS_LEVELS, curriculum_order, level_ends, teacher_difficulty
+from skd_tune.data import Split, load_dataset, train_rows
+from skd_tune.recipes import build_student_run, build_teacher_run, group_logits
 from skd_tune.spec import validate_spec
 
 from .conftest import TINY_SPEC, deep_update
@@ -33,3 +36,33 @@ def test_students_train_on_the_data_train_fraction_with_the_matching_teacher_log
     assert len(teacher.train) == len(data.train)  # the teacher: the whole split unless teacher.train_fraction
     metrics = [m for m, _ in run.epochs()]
     assert [m["epoch"] for m in metrics] == [1] and 0 <= metrics[0]["val_f1"] <= 1
+
+
+def test_levels_curriculum_from_teacher_loss_quartiles_or_from_annotations():
+    """Without annotations `levels` admits quartiles of the teacher's loss (the other pacings keep the
+    continuous loss); with annotations (the teacher's curriculum too) it admits the agreement levels."""
+    spec = validate_spec(deep_update(TINY_SPEC, {"student": {"epochs": 4}}))
+    data = load_dataset(spec.data, spec.seed)
+    logits = np.random.default_rng(1).normal(size=(len(data.train), data.num_outputs)).astype(np.float32)
+    loss = teacher_difficulty(group_logits(logits, data.outputs_per_group), data.targets("train"))
+    levels = build_student_run(spec.student_for({"curriculum.pacing": "levels"}), spec, data, logits, 0, CPU)
+    c = levels.curriculum
+    n = len(data.train)
+    assert len(c.level_ends) == LOSS_LEVELS and c.level_ends[-1] == n
+    assert all(abs(b - a - n / LOSS_LEVELS) <= 1 for a, b in zip((0, *c.level_ends), c.level_ends))  # quartiles
+    first = c.order[: c.level_ends[0]].numpy()
+    assert loss[first].max() <= np.quantile(loss, 0.25) < np.delete(loss, first).min()  # the lowest losses
+    shares = [m["train_share"] for m, _ in levels.epochs()]  # full_at 0.5 of 4 epochs: 1, 2, 4, 4 levels
+    assert shares[0] == c.level_ends[0] / n and shares[2:] == [1.0, 1.0]
+    linear = build_student_run(spec.student_for({"curriculum.pacing": "linear"}), spec, data, logits, 0, CPU)
+    assert linear.curriculum.level_ends == level_ends(loss, curriculum_order(loss, 0))  # unchanged: continuous
+    assert len(linear.curriculum.level_ends) > LOSS_LEVELS
+
+    agreement = np.random.default_rng(2).choice([7, 6, 5, 4], size=n)
+    graded = dataclasses.replace(
+        data, train=Split(data.train.x, data.train.subclass, ((7 - agreement) / 3.0).astype(np.float32))
+    )
+    spec = validate_spec(deep_update(TINY_SPEC, {"teacher": {"curriculum": {"pacing": "levels"}, "epochs": 1}}))
+    teacher = build_teacher_run(spec, graded, {}, device=CPU).curriculum
+    assert teacher.level_ends == tuple(np.cumsum([(agreement == a).sum() for a in (7, 6, 5, 4)]).tolist())
+    assert (agreement[teacher.order[: teacher.level_ends[0]].numpy()] == 7).all()  # unanimous first
