@@ -122,6 +122,7 @@ def _replace_stem(net: nn.Module, channels: int) -> None:
 MODELS: dict[str, Callable[[int, tuple[int, ...], bool], nn.Module]] = {
     "mlp_tiny": _mlp(16),
     "mlp": _mlp(64),
+    "cnn_tiny": _cnn((8, 16, 16), 16),
     "cnn_small": _cnn((16, 32, 32), 32),
     "cnn": _cnn((32, 64, 128), 128),
     "resnet18": _torchvision("resnet18"),

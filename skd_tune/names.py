@@ -14,6 +14,7 @@ __all__ = ["EXPORT_FORMATS", "INVENTED", "METRICS", "MODELS", "PACINGS", "SAMPLE
 MODELS = (
     "mlp_tiny",
     "mlp",
+    "cnn_tiny",
     "cnn_small",
     "cnn",
     "resnet18",
@@ -30,7 +31,7 @@ SOURCES: dict[str, tuple[bool, tuple[str, ...]]] = {
     "mhist": (True, ("agreement", "unanimous")),
 }
 INVENTED = "invented"  # a scheme every source has: the teacher invents the subclasses
-PACINGS = ("none", "linear", "root", "step", "exponential")
+PACINGS = ("none", "linear", "root", "step", "exponential", "levels")
 SAMPLERS = ("tpe", "cmaes", "random")
 SCHEDULERS = ("asha", "fifo")
 METRICS = ("val_f1", "val_accuracy", "val_auc", "val_loss")

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .data import load_dataset, train_rows
-from .data.summary import data_line, data_summary
+from .data.summary import data_line, data_summary, partition_label_bits
 from .experiment import Experiment, clear_local_ray, hold, location_of, prepare, record_local_ray, stop_orphans
-from .metrics import label_bits
-from .preflight import check_curriculum, check_models
+from .preflight import check_curriculum, check_models, check_views
 from .spec import Spec
 from .stages import PIPELINE, Context, Stage
 
@@ -55,11 +54,12 @@ def run(
     data = load_dataset(spec.data, spec.seed)
     check_models(spec, data)  # before anything is written: a spec these data cannot run creates nothing
     check_curriculum(spec, data)
+    check_views(spec, data)
     exp = Experiment.open(location_of(spec))
     resumed = prepare(exp, spec)
     where = exp.location + (f" (local mirror {exp.root})" if exp.remote is not None else "")
     printer(f"experiment {where} ({'resuming' if resumed else 'new'})")
-    bits = label_bits(data.train.subclass, data.subclass_to_class)
+    bits = partition_label_bits(data)
     printer(data_line(data, bits))
     for who, fraction in (("students", spec.data.train_fraction), ("teacher", spec.teacher.train_fraction)):
         if fraction < 1:

@@ -8,7 +8,7 @@ from .data import Dataset
 from .errors import PipelineError, last_line
 from .spec import Spec
 
-__all__ = ["check_curriculum", "check_models"]
+__all__ = ["check_curriculum", "check_models", "check_views"]
 
 
 def check_models(spec: Spec, data: Dataset) -> None:
@@ -42,4 +42,13 @@ def check_curriculum(spec: Spec, data: Dataset) -> None:
             f"teacher.curriculum.pacing is {spec.teacher.curriculum.pacing!r} but the {data.name} data grade no "
             "sample's difficulty (no annotator agreement); set teacher.curriculum.pacing: none (the student's "
             "curriculum can use the teacher's loss instead)"
+        )
+
+
+def check_views(spec: Spec, data: Dataset) -> None:
+    """`teacher_logits: views` needs images (C, H, W): flat inputs have no flips or turns."""
+    if spec.teacher_logits == "views" and len(data.input_shape) != 3:
+        raise PipelineError(
+            f"teacher_logits: views caches the teacher's logits of each image's flips and turns, but the {data.name} "
+            f"inputs have shape {data.input_shape}, not images (C, H, W); set teacher_logits: clean"
         )

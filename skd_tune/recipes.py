@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .curriculum import curriculum_order, teacher_difficulty
+from .augment import num_views
+from .curriculum import LOSS_LEVELS, curriculum_order, level_ends, quantile_levels, teacher_difficulty
 from .data import Dataset, train_rows
 from .losses import DistillationLoss, TeacherLoss
 from .models import build_model
@@ -39,7 +40,15 @@ from .train import (
     to_device,
 )
 
-__all__ = ["TrainingRun", "build_student_run", "build_teacher_run", "device_split", "group_logits", "teacher_logits"]
+__all__ = [
+    "TrainingRun",
+    "build_student_run",
+    "build_teacher_run",
+    "clean_view",
+    "device_split",
+    "group_logits",
+    "teacher_logits",
+]
 
 
 def device_split(data: Dataset, name: str, device: torch.device, rows: np.ndarray | None = None) -> DeviceSplit:
@@ -71,11 +80,14 @@ def _rows_of(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
 
 
 def _curriculum(role_spec: Any, difficulty: np.ndarray | None, seed: int, device: torch.device) -> Curriculum | None:
+    """The role's curriculum over the training samples (N,) graded by `difficulty` (lower = easier): their
+    order, easiest first, and its difficulty levels (`curriculum.level_ends`); None without one."""
     c = role_spec.curriculum
     if c.pacing == "none" or difficulty is None:
         return None
-    order = torch.from_numpy(curriculum_order(difficulty, seed)).to(device)
-    return Curriculum(c.pacing, c.start, c.full_at, order)
+    order = curriculum_order(difficulty, seed)
+    ends = level_ends(difficulty, order)
+    return Curriculum(c.pacing, c.start, c.full_at, torch.from_numpy(order).to(device), ends)
 
 
 @dataclass
@@ -192,12 +204,15 @@ def build_student_run(
         membership_for(data.output_to_class, device), student.temperature, student.w_ce, student.w_kd, student.w_skd
     )
     model = _model(student.model, data, student.pretrained, device)
-    # Difficulty: annotator agreement where the data has it, else the teacher's loss on each sample.
+    # Difficulty: annotator agreement where the data has it, else the teacher's loss on each sample
+    # (binned into LOSS_LEVELS quantile levels for the `levels` pacing, which admits whole levels).
     difficulty = _rows_of(data.train.difficulty, rows)
     if difficulty is None and teacher_logits is not None:
         difficulty = teacher_difficulty(
-            group_logits(teacher_logits, data.outputs_per_group), data.targets("train")[rows]
+            group_logits(clean_view(teacher_logits), data.outputs_per_group), data.targets("train")[rows]
         )
+        if student.curriculum.pacing == "levels":
+            difficulty = quantile_levels(difficulty, LOSS_LEVELS)
     return TrainingRun(
         model, make_optimizer(model, student.lr, student.weight_decay), student_loss(train, t_logits, objective),
         train, val, data, student.epochs, student.batch_size, seed, spec.search.metric, spec.search.mode,
@@ -207,10 +222,22 @@ def build_student_run(
 
 
 def teacher_logits(spec: Spec, data: Dataset, state: dict, device: torch.device | None = None) -> dict[str, np.ndarray]:
-    """Logits of the frozen teacher (the best weights of the checkpoint `state`) for every split."""
+    """Logits of the frozen teacher (the best weights of the checkpoint `state`) for every split: (N, S)
+    each; with `teacher_logits: views`, the training split's are (N, V, S), the logits of each image's V
+    views (augment.py: 8 for square images, 4 flips otherwise; view 0 is the image itself)."""
     set_threads(spec.teacher.resources.cpu)
     device = device or pick_device()
     model = _model(spec.teacher.model, data, False)
     model.load_state_dict(best_weights(state))
     model = to_device(model, device, len(data.input_shape) == 3)
-    return {name: predict_logits(model, device_split(data, name, device)).numpy() for name in ("train", "val", "test")}
+    out = {name: predict_logits(model, device_split(data, name, device)).numpy() for name in ("train", "val", "test")}
+    if spec.teacher_logits == "views":
+        train = device_split(data, "train", device)
+        views = range(num_views(*data.input_shape[1:]))
+        out["train"] = np.stack([predict_logits(model, train, view=v).numpy() for v in views], axis=1)
+    return out
+
+
+def clean_view(logits: np.ndarray) -> np.ndarray:
+    """The logits of the images themselves: (N, S) from cached logits that are (N, S) or (N, V, S) (views)."""
+    return logits[:, 0] if logits.ndim == 3 else logits

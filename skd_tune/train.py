@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import augment_images
-from .curriculum import epoch_subset, pacing_fraction
+from .augment import apply_view, augment_images
+from .curriculum import epoch_size
 from .errors import CheckpointError, first_line
 from .losses import DistillationLoss, TeacherLoss, class_logits, class_membership
 from .metrics import classification_metrics
@@ -55,8 +55,9 @@ __all__ = [
 
 STATE_FILE = "state.pt"  # a training checkpoint: model, optimizer, epoch (tensors and plain values)
 
-# loss_fn(subclass_logits (B, S), batch indices (B,) into the training split) -> (loss, parts)
-LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# loss_fn(subclass_logits (B, S), batch indices (B,) into the training split, the view (B,) each image was
+# given by the augmentation (augment.py), or None for clean images) -> (loss, parts)
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 def pick_device() -> torch.device:
@@ -142,14 +143,14 @@ def train_one_epoch(
         idx = perm[start : start + batch_size]
         if len(idx) < 2 and len(perm) > 1:
             continue  # a batch of one breaks batch norm; its sample is seen next epoch
-        x = data.batch(idx)
+        x, view = data.batch(idx), None
         if g_aug is not None:
-            x = augment_images(x, g_aug)
+            x, view = augment_images(x, g_aug)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             out = model(x)
-        loss, parts = loss_fn(out.float(), idx)
+        loss, parts = loss_fn(out.float(), idx, view)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -166,14 +167,17 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: DeviceSplit, batch_size: int = 512) -> torch.Tensor:
-    """Subclass logits (N, S) of every sample, in order, as float32 on the CPU."""
+def predict_logits(model: nn.Module, data: DeviceSplit, batch_size: int = 512, view: int = 0) -> torch.Tensor:
+    """Subclass logits (N, S) of every sample, in order, as float32 on the CPU; of each image's `view`
+    (augment.py: 0 the image itself, 1..7 its flips and turns)."""
     model.eval()
     autocast, _ = _autocast(data.x.device)
     outs = []
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
         x = data.batch(idx)
+        if view:
+            x = apply_view(x, view)
         if x.is_cuda and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
@@ -206,7 +210,7 @@ def teacher_loss(train: DeviceSplit, objective: TeacherLoss | None = None) -> Lo
     `objective` (a `TeacherLoss`: CE on each group's logsumexp plus the auxiliary loss) when the teacher
     has several outputs per group."""
 
-    def loss_fn(out: torch.Tensor, idx: torch.Tensor):
+    def loss_fn(out: torch.Tensor, idx: torch.Tensor, view: torch.Tensor | None = None):
         if objective is not None:
             return objective(out, train.subclass[idx])
         ce = F.cross_entropy(out, train.subclass[idx])
@@ -216,10 +220,18 @@ def teacher_loss(train: DeviceSplit, objective: TeacherLoss | None = None) -> Lo
 
 
 def student_loss(train: DeviceSplit, teacher_logits: torch.Tensor | None, objective: DistillationLoss) -> LossFn:
-    """Student objective: `DistillationLoss` against cached teacher logits of the batch (no teacher forward)."""
+    """Student objective: `DistillationLoss` against cached teacher logits of the batch (no teacher forward).
 
-    def loss_fn(out: torch.Tensor, idx: torch.Tensor):
-        t = teacher_logits[idx] if teacher_logits is not None else None
+    `teacher_logits` is (N, S) (the clean images' logits) or (N, V, S) (the logits of each image's V views,
+    `teacher_logits: views`): then each sample distils the logits of the very view the augmentation gave
+    it (view 0, the image itself, when the batch is not augmented)."""
+
+    def loss_fn(out: torch.Tensor, idx: torch.Tensor, view: torch.Tensor | None = None):
+        t = None
+        if teacher_logits is not None and teacher_logits.dim() == 3:
+            t = teacher_logits[idx, view if view is not None else 0]
+        elif teacher_logits is not None:
+            t = teacher_logits[idx]
         return objective(out, t, train.classes[idx])
 
     return loss_fn
@@ -243,14 +255,16 @@ def fit(
     """Train from `start_epoch` to `epochs`, yielding each epoch's metrics (1-based `epoch`, its time
     `epoch_time_s` and its end `epoch_end` in seconds since the epoch) after it.
 
-    With a `curriculum`, epoch e trains on the easiest share g(e) of the ordered training set.
+    With a `curriculum`, epoch e trains on the easiest n(e) of the N ordered samples (`curriculum.epoch_size`:
+    ceil(g(e) N), whole difficulty levels for `levels`); `train_share` is n(e) / N.
     """
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         subset, share = None, 1.0
-        if curriculum is not None and curriculum.pacing != "none":
-            share = pacing_fraction(curriculum.pacing, epoch, epochs, curriculum.start, curriculum.full_at)
-            subset = epoch_subset(curriculum.order, share)
+        if curriculum is not None:
+            c = curriculum
+            n = epoch_size(c.pacing, epoch, epochs, c.start, c.full_at, c.level_ends)
+            subset, share = c.order[:n], n / len(c.order)
         metrics = train_one_epoch(
             model, optimizer, train, loss_fn, batch_size, seed=seed * 1_000_003 + epoch, order=subset, augment=augment
         )
@@ -296,12 +310,19 @@ class CheckpointPolicy:
 
 @dataclass
 class Curriculum:
-    """A pacing function (curriculum.py) over `order`: training indices, easiest first."""
+    """A pacing function (curriculum.py) over `order`: training indices (N,), easiest first, and
+    `level_ends`: the cumulative counts (c_1, ..., c_L = N) of `order` at the end of each difficulty
+    level (`curriculum.level_ends`; `levels` admits whole levels, the other pacings read N only)."""
 
     pacing: str
     start: float
     full_at: float
     order: torch.Tensor
+    level_ends: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.level_ends or self.level_ends[-1] != len(self.order):
+            raise ValueError(f"level_ends must end at the {len(self.order)} ordered samples, got {self.level_ends}")
 
 
 def to_device(model: nn.Module, device: torch.device, image: bool) -> nn.Module:

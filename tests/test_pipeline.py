@@ -23,12 +23,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One tiny search, shared by the assertions below: (cwd, spec path, experiment dir, process)."""
+    """One tiny search, shared by the assertions below: (cwd, spec path, experiment dir, process). Its
+    augmented students distil the teacher's logits of the view each image was given (`teacher_logits: views`)."""
     from .conftest import TINY_SPEC, deep_update
 
     cwd = tmp_path_factory.mktemp("tiny")
     spec_path = cwd / "tiny.yaml"
-    spec_path.write_text(yaml.safe_dump(deep_update(TINY_SPEC, {"methods": {"seeds": 2}}), sort_keys=False))
+    changes = {"methods": {"seeds": 2}, "teacher_logits": "views", "student": {"augment": True}}
+    spec_path.write_text(yaml.safe_dump(deep_update(TINY_SPEC, changes), sort_keys=False))
     proc = run_cli("run", str(spec_path), cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return cwd, spec_path, cwd / "runs" / "tiny", proc
@@ -82,7 +84,8 @@ def test_teacher_logits_cover_every_split(tiny_run):
     data = load_dataset(load_spec(spec_path).data, 0)
     for split in ("train", "val", "test"):
         logits = np.load(exp / "teacher_logits" / f"{split}.npy")
-        assert logits.shape == (len(data.split(split)), data.num_subclasses)
+        views = (8,) if split == "train" else ()  # teacher_logits: views, digits are square images
+        assert logits.shape == (len(data.split(split)), *views, data.num_subclasses)
         assert np.isfinite(logits).all()
     # the cached teacher is better than chance on the test split
     acc = (np.load(exp / "teacher_logits" / "test.npy").argmax(1) == data.test.subclass).mean()

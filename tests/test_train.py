@@ -309,7 +309,7 @@ def test_train_one_epoch_skips_a_trailing_batch_of_one(data) -> None:
     opt = make_optimizer(model, lr=1e-3, weight_decay=0.0)
     seen = []
 
-    def loss_fn(out, idx):
+    def loss_fn(out, idx, view=None):
         seen.append(len(idx))
         return teacher_loss(split)(out, idx)
 

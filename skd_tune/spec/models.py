@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .. import names
 from ..names import INVENTED, METRICS, SAMPLERS, SCHEDULERS
+from .groupings import VOTES, Subclasses
 
 __all__ = [
     "LOCATION_FIELDS",
@@ -66,7 +67,7 @@ class Resources(_Strict):
 class DataSpec(_Strict):
     source: str = "digits"
     root: str | None = None
-    subclasses: str | None = None  # how subclasses are defined; None: the source's default (see SOURCES)
+    subclasses: Subclasses = None  # a scheme (None: the source's default) or MHIST's vote groups: groupings.py
     cache_dir: str | None = None  # where decoded images are cached (default: <root>/.skd_cache)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
@@ -88,12 +89,7 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSpec:
-        needs_root, schemes = names.SOURCES[self.source]
-        if self.subclasses is not None and self.subclasses not in (*schemes, INVENTED):
-            raise ValueError(
-                f"data.subclasses: {self.subclasses!r} is not a subclass scheme of source {self.source!r}; "
-                f"available: {', '.join((*schemes, INVENTED))}"
-            )
+        needs_root = names.SOURCES[self.source][0]
         if self.invented:
             if self.subclasses_per_class is None:
                 raise ValueError(
@@ -116,10 +112,15 @@ class DataSpec(_Strict):
 
     @property
     def subclass_scheme(self) -> str:
-        """`subclasses`, or the source's default scheme when not given."""
+        """`subclasses`, or the source's default scheme when not given, or "votes" for a grouping."""
         if self.subclasses is None or self.subclasses == INVENTED:
             return names.SOURCES[self.source][1][0]
-        return self.subclasses
+        return VOTES if isinstance(self.subclasses, tuple) else self.subclasses
+
+    @property
+    def vote_groups(self) -> dict[str, tuple[tuple[int, ...], ...]] | None:
+        """The grouping of MHIST's SSA vote counts (class -> its groups, HP then SSA), or None."""
+        return dict(self.subclasses) if isinstance(self.subclasses, tuple) else None
 
     @property
     def invented(self) -> bool:
@@ -134,7 +135,10 @@ class DataSpec(_Strict):
 
 class CurriculumSpec(_Strict):
     """Curriculum by sample difficulty (see curriculum.py): pacing function, starting share, and the
-    fraction of the epochs after which the whole training set is used."""
+    fraction of the epochs after which the whole training set is used. `levels` admits whole difficulty
+    levels (annotator agreement; quartiles of the teacher's loss without annotations), one more per
+    stage, and ignores `start`. full_at = 1 puts the whole set (for `levels`: the hardest level) after
+    the last epoch, so no epoch trains on all of it."""
 
     pacing: str = "none"
     start: float = Field(0.5, gt=0, le=1)
@@ -357,6 +361,21 @@ class Spec(_Strict):
     student: StudentSpec = Field(default_factory=StudentSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     methods: MethodsSpec = Field(default_factory=MethodsSpec)
+    # The teacher logits the students distil, computed once: `clean`, of each training image as it is;
+    # `views`, of all 8 views of each (flips and 90-degree turns, augment.py), so that a student's
+    # augmented batch distils the logits of the very view each image was given (colour jitter stays
+    # undistilled: the logits are those of the un-jittered view).
+    teacher_logits: Literal["clean", "views"] = "clean"
+
+    @model_validator(mode="after")
+    def _views_need_augmentation(self) -> Spec:
+        if self.teacher_logits == "views" and not self.student.augment:
+            raise ValueError(
+                "teacher_logits: views caches the teacher's logits of every flip and turn of a training image for "
+                "a student that sees them, but student.augment is false (the student sees only the image itself); "
+                "set student.augment: true, or teacher_logits: clean"
+            )
+        return self
 
     def student_for(self, params: dict[str, Any]) -> StudentSpec:
         """The student spec of one trial: the base `student` with the searched `params` applied."""

@@ -157,6 +157,8 @@ def _format_errors(e: ValidationError, root: type[BaseModel]) -> list[str]:
             valid = _fields_at(root, err["loc"][:-1])
             hint = f"; valid keys here: {', '.join(valid)}" if valid else ""
             out.append(f"{path}: unknown key{hint}")
+        elif not loc:  # a check across sections (Spec's own validator): its message names the fields
+            out.append(_message(err))
         else:
             out.append(f"{path}: {_message(err)}")
     return out

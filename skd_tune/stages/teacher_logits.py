@@ -1,4 +1,6 @@
-"""The teacher-logits stage: the frozen teacher's logits of every split, computed once and cached.
+"""The teacher-logits stage: the frozen teacher's logits of every split, computed once and cached
+(with `teacher_logits: views`, the training split's for all 8 flips and turns of each image), and what
+its subclass probabilities carry beyond its class probabilities, I_T(S;X|C) (`metrics.subclass_information`).
 
 As a Ray task with the teacher's resources (on a GPU node where the teacher asks for one), or, for a
 CPU-only teacher on local Ray, in the driver: the same computation without starting a worker process
@@ -35,6 +37,7 @@ class TeacherLogitsStage(Stage):
 
     def run(self, ctx: Context) -> dict[str, Any]:
         from ..experiment import join
+        from ..recipes import clean_view
         from ..tune.trainables import remote_teacher_logits, teacher_logits_task
 
         spec, exp, data = ctx.spec, ctx.exp, ctx.data
@@ -50,6 +53,7 @@ class TeacherLogitsStage(Stage):
         info: dict[str, Any] = {
             "shapes": {k: list(v.shape) for k, v in logits.items()},
             "test_metrics": _class_metrics(logits["test"], data, "test"),
+            "subclass_bits": _subclass_bits(clean_view(logits["train"]), data),
         }
         if data.outputs_per_group > 1:
             info["subclasses"] = _subclass_diagnostics(ctx, logits)
@@ -57,10 +61,20 @@ class TeacherLogitsStage(Stage):
 
     def show(self, ctx: Context, record: dict[str, Any]) -> None:
         data = ctx.data
+        views = record["shapes"]["train"][1] if len(record["shapes"]["train"]) == 3 else 0
+        what = f"{views} views of every training image: flips and turns" if views else "clean inputs"
         ctx.say(
-            f"[teacher] logits cached in {ctx.exp.logits_dir} (clean inputs); "
-            f"teacher test f1 {record['test_metrics']['f1']:.4f}"
+            f"[teacher] logits cached in {ctx.exp.logits_dir} ({what}); teacher test f1 {record['test_metrics']['f1']:.4f}"
         )
+        bits = record.get("subclass_bits")
+        if bits is not None:
+            from ..data.summary import partition_label_bits
+
+            ctx.say(
+                f"[teacher] its subclass probabilities carry I_T(S;X|C) = {bits['bits']:.3f} bits per training sample "
+                f"beyond its class probabilities (at most {bits['max_bits']:.3f} with its outputs); the labels' "
+                f"H(S|C) is {partition_label_bits(data):.3f}"
+            )
         diag = record.get("subclasses")
         if diag:
             ents = ", ".join(f"{e:.2f}" for e in diag["entropy_bits"])
@@ -82,6 +96,14 @@ def _class_metrics(sub_logits: np.ndarray, data: Any, split: str) -> dict[str, f
     return classification_metrics(data.classes(split), torch.softmax(cls, 1).numpy(), data.positive_class)
 
 
+def _subclass_bits(train_logits: np.ndarray, data: Any) -> dict[str, Any]:
+    """I_T(S; X | C) of the teacher on the training split (`metrics.subclass_information`), per class by name."""
+    from ..metrics import subclass_information
+
+    out = subclass_information(train_logits, data.classes("train"), data.output_to_class)
+    return {**out, "per_class": dict(zip(data.class_names, out["per_class"]))}
+
+
 def _subclass_diagnostics(ctx: Context, logits: dict[str, np.ndarray]) -> dict[str, Any]:
     """Writes results/subclasses.json (usage on the training split, AMI on the test split against the
     source's own known subclasses, e.g. the ten digits); returns the summary the stage records."""
@@ -90,7 +112,9 @@ def _subclass_diagnostics(ctx: Context, logits: dict[str, np.ndarray]) -> dict[s
     from ..metrics import subclass_ami, subclass_usage
 
     data = ctx.data
-    probs = torch.softmax(torch.from_numpy(np.array(logits["train"], dtype=np.float32)), 1).numpy()
+    from ..recipes import clean_view
+
+    probs = torch.softmax(torch.from_numpy(np.array(clean_view(logits["train"]), dtype=np.float32)), 1).numpy()
     usage = subclass_usage(probs, data.classes("train"), data.output_to_class)
     for row in usage["per_class"]:
         row["class"] = data.class_names[row["class"]]
