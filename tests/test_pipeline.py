@@ -43,6 +43,8 @@ def test_progress_lines_not_ray_logs(tiny_run):
     assert "[student] trials 4/4 done, 0 running, 0 pending, 0 errored | best val_f1" in out
     assert "loaded back: test f1" in out
     assert "H(S|C) = 2.32" in out
+    assert re.search(r"\[teacher\] its subclass probabilities carry I_T\(S;X\|C\) = \d\.\d{3} bits", out)
+    assert "[teacher] logits cached in" in out and "(8 views of every training image: flips and turns)" in out
     # Ray's own output is off unless -v: no trial tables, no worker log prefixes
     assert "Trial status" not in out and "(pid=" not in out
     assert "Traceback" not in proc.stderr
@@ -72,6 +74,9 @@ def test_experiment_layout_and_state(tiny_run):
         "search_nokd",
         "methods",
     }
+    bits = state["stages"]["teacher_logits"]["subclass_bits"]  # I_T(S;X|C) of the teacher, per class too
+    assert 0 < bits["bits"] <= bits["max_bits"] == pytest.approx(np.log2(5), abs=0.01)
+    assert set(bits["per_class"]) == {"0-4", "5-9"}
     frozen = yaml.safe_load((exp / "spec.yaml").read_text())
     assert frozen == load_spec(spec_path).model_dump(mode="json")
     summary = json.loads((exp / "results" / "data.json").read_text())

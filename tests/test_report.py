@@ -222,7 +222,10 @@ def _complete(root: Path, mode: str, seed: int) -> dict:
             "teacher": {
                 "metrics": {"epoch": 4, **_metrics(rng, "val_"), "val_loss": 0.1, "val_subclass_accuracy": 0.9}
             },
-            "teacher_logits": {"test_metrics": teacher_test},
+            "teacher_logits": {
+                "test_metrics": teacher_test,
+                "subclass_bits": {"bits": 0.6123, "per_class": {"0-4": 0.7, "5-9": 0.5246}, "max_bits": 2.3219},
+            },
             "student": {"trials": 13, "errored": 1},
             "export": {"trial_id": best_id, "path": str(root / "export"), "test_metrics": _metrics(rng)},
             "methods": {"seeds": [0, 1, 2]},
@@ -324,6 +327,7 @@ def test_summary_method_table_and_gains_from_the_rows_written(complete):
     assert "Configurations: each method's best trial of its own search, with the same budget: SKD " in summary
     # the other sections, from the files the test wrote
     assert f"H(S|C) = {written['data']['label_bits_train']:.4f} bits" in summary
+    assert "class distillation cannot): I_T(S;X|C) = 0.6123 bits per training sample (0-4 0.7000, 5-9 0.5246" in summary
     assert "| digit 5 | 5-9 |" in summary  # subclass counts with their class
     assert "Invented subclass usage" in summary and "| 5-9 | 0.9870 | 1.5850 | 0.2500 |" in summary
     assert f"Trial {written['best_id']}, exported" in summary

@@ -11,7 +11,7 @@ from ..metrics import label_bits
 from ..spec import Spec
 from .base import Dataset
 
-__all__ = ["data_line", "data_summary", "partition_label_bits"]
+__all__ = ["data_line", "data_summary", "partition_label_bits", "teacher_logits_note"]
 
 # What Sajedi et al. (2022) report for MHIST's subclasses, and why it is not printed as ours.
 _PAPER_NOTE = (
@@ -24,6 +24,13 @@ def partition_label_bits(data: Dataset) -> float:
     """H(S|C) of the known subclasses over the training partition (train + val: what is not test), in bits
     (`metrics.label_bits`). On MHIST that is its `train` partition, as the paper's figures."""
     return label_bits(np.concatenate([data.train.subclass, data.val.subclass]), data.subclass_to_class)
+
+
+def teacher_logits_note(spec: Spec) -> str:
+    """What the students distil, in words (the data summary and the exported student's meta.json)."""
+    if spec.teacher_logits == "views":
+        return "the 8 views (flips and 90-degree turns) of each training image, cached once; colour jitter undistilled"
+    return "clean inputs, cached once (no augmentation)"
 
 
 def data_line(data: Dataset, bits: float) -> str:
@@ -70,9 +77,5 @@ def data_summary(spec: Spec, data: Dataset, bits: float) -> dict[str, Any]:
             "output_to_class": data.output_to_class.tolist(),
         },
         "difficulty": "annotator agreement" if data.train.difficulty is not None else "teacher loss (for a curriculum)",
-        "teacher_logits": (
-            "the 8 views (flips and 90-degree turns) of each training image, cached once; colour jitter undistilled"
-            if spec.teacher_logits == "views"
-            else "clean inputs, cached once (no augmentation)"
-        ),
+        "teacher_logits": teacher_logits_note(spec),
     }

@@ -58,6 +58,7 @@ def export_student(
     out_dir: Path, spec: Spec, data: Dataset, checkpoint_dir: Path, params: dict[str, Any], metrics: dict[str, Any]
 ) -> Path:
     """Write `model.pt` + `meta.json` for the student saved in `checkpoint_dir` (a trial checkpoint)."""
+    from ..data.summary import teacher_logits_note
     from ..train import best_weights, load_state
 
     out_dir = Path(out_dir)
@@ -85,7 +86,7 @@ def export_student(
         },
         "student": student.model_dump(mode="json"),
         "spec": spec.model_dump(mode="json"),
-        "teacher_logits": "clean inputs (cached once, no augmentation)",
+        "teacher_logits": teacher_logits_note(spec),
     }
     # into a file object: the zip's inner folder is then "archive", not the temporary file's random name
     write_atomic(out_dir / "model.pt", lambda f: torch.save(state, f))
