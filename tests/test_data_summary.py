@@ -3,11 +3,13 @@ label bits of each annotation scheme are those of the real annotations."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from skd_tune.data import load_dataset
+from skd_tune.data.mhist import read_annotations
 from skd_tune.data.summary import data_line, partition_label_bits
-from skd_tune.data.synth import write_synthetic_mhist
+from skd_tune.data.synth import VOTE_COUNTS, write_synthetic_mhist
 from skd_tune.spec import DataSpec
 
 
@@ -15,6 +17,12 @@ from skd_tune.spec import DataSpec
 def full_size(tmp_path_factory):
     """MHIST's 3,152 images (8 px: only the votes matter here)."""
     return write_synthetic_mhist(tmp_path_factory.mktemp("mhist3152"), n=3152, seed=0, size=8)
+
+
+def test_the_written_csv_holds_mhists_vote_table(full_size):
+    ann = read_annotations(full_size / "annotations.csv")
+    for part, rows in (("train", ~ann.test), ("test", ann.test)):
+        assert np.bincount(ann.votes[rows], minlength=8).tolist() == list(VOTE_COUNTS[part])
 
 
 @pytest.mark.parametrize("scheme,bits", [("agreement", "1.920"), ("unanimous", "0.932")])

@@ -25,13 +25,15 @@ def test_polyp_small_tiny_end_to_end(tmp_path, monkeypatch):
         raw,
         {
             "name": "polyp-tiny",
-            "data": {"image_size": 32},
+            # 120 images: a quarter of the training split would leave too few of some subclass to stratify
+            "data": {"image_size": 32, "train_fraction": 1.0},
             "teacher": {"model": "cnn_small", "epochs": 2, "batch_size": 32, "resources": {"cpu": 1}},
             "student": {"epochs": 3, "batch_size": 32},
             "search": {"num_samples": 3, "scheduler": {"name": "fifo"}},
+            "methods": {"seeds": 2},
         },
     )
-    raw["search"]["space"]["curriculum.pacing"] = {"choice": ["linear", "root"]}
+    raw["search"]["space"]["curriculum.pacing"] = {"choice": ["linear", "root", "levels"]}
     spec_path = tmp_path / "polyp-tiny.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
 
@@ -56,7 +58,7 @@ def test_polyp_small_tiny_end_to_end(tmp_path, monkeypatch):
     trials = pd.read_parquet(exp / "results" / "trials.parquet")
     epochs = pd.read_parquet(exp / "results" / "epochs.parquet")
     assert len(trials) == 3 and (trials["status"] == "TERMINATED").all()
-    assert set(trials["curriculum.pacing"]) <= {"linear", "root"}
+    assert set(trials["curriculum.pacing"]) <= {"linear", "root", "levels"}
     # the curriculum ran: the first epoch used a share of the training set, the last one all of it
     first = epochs[epochs["epoch"] == 1].set_index("trial_id")["train_share"]
     assert (first < 1).all()
@@ -80,7 +82,7 @@ def test_invented_subclasses_on_mhist(tmp_path):
         raw,
         {
             "name": "polyp-invented",
-            "data": {"image_size": 32, "subclasses": "invented", "subclasses_per_class": 3},
+            "data": {"image_size": 32, "subclasses": "invented", "subclasses_per_class": 3, "train_fraction": 1.0},
             "teacher": {
                 "model": "cnn_small",
                 "epochs": 2,
