@@ -9,7 +9,18 @@ data loaders, and breaks the import circle between the spec and those modules.
 
 from __future__ import annotations
 
-__all__ = ["EXPORT_FORMATS", "INVENTED", "METRICS", "MODELS", "PACINGS", "SAMPLERS", "SCHEDULERS", "SOURCES"]
+__all__ = [
+    "COST_METRICS",
+    "EXPORT_FORMATS",
+    "INVENTED",
+    "METRICS",
+    "MODELS",
+    "OBJECTIVE_METRICS",
+    "PACINGS",
+    "SAMPLERS",
+    "SCHEDULERS",
+    "SOURCES",
+]
 
 MODELS = (
     "mlp_tiny",
@@ -35,4 +46,10 @@ PACINGS = ("none", "linear", "root", "step", "exponential", "levels")
 SAMPLERS = ("tpe", "cmaes", "random")
 SCHEDULERS = ("asha", "fifo")
 METRICS = ("val_f1", "val_accuracy", "val_auc", "val_loss")
+# What a student costs, measured once per trial (cost.py) and written to trials.parquet: parameter count,
+# multiply-accumulates of one forward pass of one input, median inference latency (ms) at batch 1 and
+# 64 on the trial's device with its threads, and the bytes of its saved weights.
+COST_METRICS = ("params", "macs", "latency_ms_b1", "latency_ms_b64", "weights_bytes")
+# What `search.objectives` may name: a validation metric or a cost.
+OBJECTIVE_METRICS = (*METRICS, *COST_METRICS)
 EXPORT_FORMATS = ("state_dict", "torchscript", "onnx")

@@ -12,7 +12,8 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .models import SEARCHABLE, TEACHER_SEARCHABLE, Distribution, Spec, StudentSpec, TeacherSpec, merge, nest
+from .models import SEARCHABLE, TEACHER_SEARCHABLE, Spec, StudentSpec, TeacherSpec
+from .space import Distribution, merge, nest
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "validate_spec"]
 
