@@ -161,6 +161,7 @@ def data_section(ld: Loaded, plots: Plots) -> Section:
             f"distillation can transfer and class distillation cannot): I_T(S;X|C) = {fmt_metric(teacher_bits['bits'])} "
             f"bits per training sample ({per_class}; at most {fmt_metric(teacher_bits['max_bits'])} with its outputs)."
         )
+    if data is not None:
         table = _subclass_table(data)
         if table is not None:
             sec.blocks.append(table)
