@@ -1,8 +1,13 @@
 """Model registry. Every model maps inputs scaled to [0, 1] to *subclass* logits (B, S).
 
-`MODELS[name](num_outputs, input_shape, pretrained)` builds the bare network; `build_model` wraps it
-with the dataset's normalisation as its first layer, so an exported model takes [0, 1] inputs.
+`MODELS[name](num_outputs, input_shape, pretrained, width=1.0)` builds the bare network; `build_model`
+wraps it with the dataset's normalisation as its first layer, so an exported model takes [0, 1] inputs.
 Small CNN/MLP models suit the digits default; torchvision models suit images such as MHIST.
+
+`width` multiplies a model's channels or hidden units (`student.width`): the MLPs and CNNs scale every
+hidden layer and channel count to max(1, round(n * width)); MobileNetV3 passes it as torchvision's
+`width_mult` (which rounds channels to multiples of 8). The models in `names.WIDTH_MODELS` take one;
+the others (ResNets, EfficientNet) refuse width != 1, and pretrained weights exist only at width 1.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "Normalize", "build_model"]
+from .names import WIDTH_MODELS
+
+__all__ = ["MODELS", "Normalize", "build_model", "takes_width"]
 
 
 class Normalize(nn.Module):
@@ -35,20 +42,30 @@ def _features(input_shape: tuple[int, ...]) -> int:
     return n
 
 
-def _mlp(hidden: int) -> Callable:
-    def build(num_outputs: int, input_shape: tuple[int, ...], pretrained: bool) -> nn.Module:
-        return nn.Sequential(
-            nn.Flatten(), nn.Linear(_features(input_shape), hidden), nn.ReLU(), nn.Linear(hidden, num_outputs)
-        )
+def _scaled(n: int, width: float) -> int:
+    """`n` channels or units at `width`: round(n * width), at least 1."""
+    return max(1, round(n * width))
 
+
+def _takes_width(build: Callable, takes: bool) -> Callable:
+    build.takes_width = takes
     return build
 
 
+def _mlp(hidden: int) -> Callable:
+    def build(num_outputs: int, input_shape: tuple[int, ...], pretrained: bool, width: float = 1.0) -> nn.Module:
+        h = _scaled(hidden, width)
+        return nn.Sequential(nn.Flatten(), nn.Linear(_features(input_shape), h), nn.ReLU(), nn.Linear(h, num_outputs))
+
+    return _takes_width(build, True)
+
+
 def _cnn(widths: tuple[int, int, int], hidden: int) -> Callable:
-    def build(num_outputs: int, input_shape: tuple[int, ...], pretrained: bool) -> nn.Module:
+    def build(num_outputs: int, input_shape: tuple[int, ...], pretrained: bool, width: float = 1.0) -> nn.Module:
         _need_image("cnn", input_shape)
         c = input_shape[0]
-        a, b, d = widths
+        a, b, d = (_scaled(w, width) for w in widths)
+        hidden_units = _scaled(hidden, width)
         return nn.Sequential(
             nn.Conv2d(c, a, 3, padding=1),
             nn.BatchNorm2d(a),
@@ -62,26 +79,45 @@ def _cnn(widths: tuple[int, int, int], hidden: int) -> Callable:
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Linear(d, hidden),
+            nn.Linear(d, hidden_units),
             nn.ReLU(),
-            nn.Linear(hidden, num_outputs),
+            nn.Linear(hidden_units, num_outputs),
         )
 
-    return build
+    return _takes_width(build, True)
 
 
-def _torchvision(name: str) -> Callable:
-    def build(num_outputs: int, input_shape: tuple[int, ...], pretrained: bool) -> nn.Module:
+def _torchvision(name: str, width_keyword: str | None = None) -> Callable:
+    """A torchvision model; `width_keyword` names its builder's width argument (None: it has none)."""
+
+    def build(num_outputs: int, input_shape: tuple[int, ...], pretrained: bool, width: float = 1.0) -> nn.Module:
         import torchvision
 
         _need_image(name, input_shape)
-        net = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+        kwargs = {}
+        if width != 1:
+            if width_keyword is None:
+                raise ValueError(_no_width(name, width))
+            if pretrained:
+                raise ValueError(
+                    f"model {name!r} has pretrained weights only at width 1, got width {width:g}; "
+                    "set pretrained: false to train it from scratch at this width, or width: 1"
+                )
+            kwargs[width_keyword] = float(width)
+        net = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None, **kwargs)
         _replace_head(net, num_outputs)
         if input_shape[0] != 3:
             _replace_stem(net, input_shape[0])
         return net
 
-    return build
+    return _takes_width(build, width_keyword is not None)
+
+
+def _no_width(name: str, width: float) -> str:
+    return (
+        f"model {name!r} takes no width (width must be 1, got {width:g}); "
+        f"the models that take a width: {', '.join(WIDTH_MODELS)}"
+    )
 
 
 def _need_image(name: str, input_shape: tuple[int, ...]) -> None:
@@ -119,7 +155,8 @@ def _replace_stem(net: nn.Module, channels: int) -> None:
                 return
 
 
-MODELS: dict[str, Callable[[int, tuple[int, ...], bool], nn.Module]] = {
+# name -> build(num_outputs, input_shape, pretrained, width=1.0); `build.takes_width` says whether width may be != 1
+MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp_tiny": _mlp(16),
     "mlp": _mlp(64),
     "cnn_tiny": _cnn((8, 16, 16), 16),
@@ -128,8 +165,8 @@ MODELS: dict[str, Callable[[int, tuple[int, ...], bool], nn.Module]] = {
     "resnet18": _torchvision("resnet18"),
     "resnet34": _torchvision("resnet34"),
     "resnet50": _torchvision("resnet50"),
-    "mobilenet_v3_small": _torchvision("mobilenet_v3_small"),
-    "mobilenet_v3_large": _torchvision("mobilenet_v3_large"),
+    "mobilenet_v3_small": _torchvision("mobilenet_v3_small", "width_mult"),
+    "mobilenet_v3_large": _torchvision("mobilenet_v3_large", "width_mult"),
     "efficientnet_b0": _torchvision("efficientnet_b0"),
 }
 
@@ -141,9 +178,20 @@ def build_model(
     mean: list[float],
     std: list[float],
     pretrained: bool = False,
+    width: float = 1.0,
 ) -> nn.Module:
-    """Normalisation followed by the registered network with `num_outputs` (subclass) logits."""
+    """Normalisation followed by the registered network with `num_outputs` (subclass) logits, its
+    channels or hidden units multiplied by `width` (> 0; only the models that `takes_width`)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    net = MODELS[name](num_outputs, tuple(input_shape), pretrained)
+    if not width > 0:
+        raise ValueError(f"model {name!r}: width must be > 0, got {width:g}")
+    if width != 1 and not takes_width(name):
+        raise ValueError(_no_width(name, width))
+    net = MODELS[name](num_outputs, tuple(input_shape), pretrained, width=float(width))
     return nn.Sequential(Normalize(mean, std, image=len(input_shape) == 3), net)
+
+
+def takes_width(name: str) -> bool:
+    """Whether the registered model `name` accepts width != 1 (`names.WIDTH_MODELS` lists these)."""
+    return bool(getattr(MODELS[name], "takes_width", False))

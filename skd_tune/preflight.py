@@ -12,8 +12,9 @@ __all__ = ["check_curriculum", "check_models", "check_views"]
 
 
 def check_models(spec: Spec, data: Dataset) -> None:
-    """Build teacher and student and run two samples through each on the CPU, before any Ray work,
-    so a model that cannot take the data fails here with its spec field named, not inside a trial."""
+    """Build teacher and student (at `student.width`) and run two samples through each on the CPU, before
+    any Ray work, so a model that cannot take the data fails here with its spec field named, not inside a
+    trial. Only the spec's own student is built: searched `model`/`width` values are the spec's to check."""
     import torch
 
     from .models import build_model
@@ -21,8 +22,11 @@ def check_models(spec: Spec, data: Dataset) -> None:
     x = torch.as_tensor(np.array(data.train.x[:2]), dtype=torch.float32) * data.scale
     for role in ("teacher", "student"):
         model_name = getattr(spec, role).model
+        width = spec.student.width if role == "student" else 1.0  # the teacher has no width
         try:
-            model = build_model(model_name, data.num_outputs, data.input_shape, data.mean, data.std, False).eval()
+            model = build_model(
+                model_name, data.num_outputs, data.input_shape, data.mean, data.std, False, width=width
+            ).eval()
             with torch.no_grad():
                 out = model(x)
         except (ValueError, RuntimeError) as e:

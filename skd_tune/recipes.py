@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .augment import num_views
+from .cost import measure_cost
 from .curriculum import LOSS_LEVELS, curriculum_order, level_ends, quantile_levels, teacher_difficulty
 from .data import Dataset, train_rows
 from .losses import DistillationLoss, TeacherLoss
@@ -61,8 +62,11 @@ def device_split(data: Dataset, name: str, device: torch.device, rows: np.ndarra
     return DeviceSplit.from_numpy(x, targets, data.group_to_class, data.scale, device, data.outputs_per_group)
 
 
-def _model(name: str, data: Dataset, pretrained: bool, device: torch.device | None = None) -> nn.Module:
-    model = build_model(name, data.num_outputs, data.input_shape, data.mean, data.std, pretrained)
+def _model(
+    name: str, data: Dataset, pretrained: bool, device: torch.device | None = None, width: float = 1.0
+) -> nn.Module:
+    """The registered model `name` for the data's outputs and inputs (the teacher: always width 1)."""
+    model = build_model(name, data.num_outputs, data.input_shape, data.mean, data.std, pretrained, width=width)
     return model if device is None else to_device(model, device, len(data.input_shape) == 3)
 
 
@@ -93,7 +97,8 @@ def _curriculum(role_spec: Any, difficulty: np.ndarray | None, seed: int, device
 @dataclass
 class TrainingRun:
     """One trial's training, ready to run: `epochs(start)` trains and yields each epoch's metrics, and
-    keeps `best` ({"model", "epoch", "value"}: the best epoch by `metric` and `mode`)."""
+    keeps `best` ({"model", "epoch", "value"}: the best epoch by `metric` and `mode`). `cost`: the
+    student's `cost.measure_cost` (names.COST_METRICS), measured before training; None for a teacher."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -110,6 +115,7 @@ class TrainingRun:
     augment: bool = False
     test: DeviceSplit | None = None
     best: dict[str, Any] | None = None
+    cost: dict[str, float] | None = None
     membership: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -190,7 +196,9 @@ def build_student_run(
 ) -> TrainingRun:
     """A student (`spec.student_for(params)`): `DistillationLoss` against the cached teacher logits of the
     training split (N_train, S), indexed per batch: no teacher forward pass happens in a trial. With
-    `test`, the last epoch is also scored on the test split (the method table's runs)."""
+    `test`, the last epoch is also scored on the test split (the method table's runs). The model is built
+    at `student.width`, and its cost (`run.cost`, `cost.measure_cost` on the trial's device and threads)
+    is measured once, before training."""
     set_threads(student.resources.cpu)
     torch.manual_seed(seed)
     device = device or pick_device()
@@ -203,7 +211,11 @@ def build_student_run(
     objective = DistillationLoss(
         membership_for(data.output_to_class, device), student.temperature, student.w_ce, student.w_kd, student.w_skd
     )
-    model = _model(student.model, data, student.pretrained, device)
+    model = _model(student.model, data, student.pretrained, device, width=student.width)
+    # The optimiser first: building it imports torch._dynamo once per process, which the cost's FLOP
+    # counter needs too, so the measurement itself stays cheap (a few ms for the digits MLP).
+    optimizer = make_optimizer(model, student.lr, student.weight_decay)
+    cost = measure_cost(model, data.input_shape, device)
     # Difficulty: annotator agreement where the data has it, else the teacher's loss on each sample
     # (binned into LOSS_LEVELS quantile levels for the `levels` pacing, which admits whole levels).
     difficulty = _rows_of(data.train.difficulty, rows)
@@ -214,10 +226,10 @@ def build_student_run(
         if student.curriculum.pacing == "levels":
             difficulty = quantile_levels(difficulty, LOSS_LEVELS)
     return TrainingRun(
-        model, make_optimizer(model, student.lr, student.weight_decay), student_loss(train, t_logits, objective),
+        model, optimizer, student_loss(train, t_logits, objective),
         train, val, data, student.epochs, student.batch_size, seed, spec.search.metric, spec.search.mode,
         _curriculum(student, difficulty, seed, device), student.augment,
-        device_split(data, "test", device) if test else None,
+        device_split(data, "test", device) if test else None, cost=cost,
     )  # fmt: skip
 
 

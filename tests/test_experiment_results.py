@@ -319,3 +319,34 @@ def test_dropped_trial_stays_dropped_after_reload(tmp_path) -> None:
     assert set(pd.read_parquet(tmp_path / "epochs.parquet")["trial_id"]) == {"kept"}
     second = _tables(tmp_path)
     assert second.trial_ids() == ["kept"] and set(second.epochs_frame()["trial_id"]) == {"kept"}
+
+
+def test_cost_columns_hold_each_trial_s_cost(tmp_path) -> None:
+    from skd_tune.names import COST_METRICS
+
+    tables = _tables(tmp_path)
+    costs = {
+        "t1": dict(zip(COST_METRICS, (1210.0, 1184.0, 0.03, 0.05, 7637.0))),
+        "t2": dict(zip(COST_METRICS, (4810.0, 4736.0, 0.04, 0.09, 22000.0))),
+    }
+    for trial_id, f1s in (("t1", [0.5, 0.7]), ("t2", [0.8])):
+        for i, f1 in enumerate(f1s):  # the trainable reports its cost with every epoch
+            tables.add_epoch(
+                trial_id, {"lr": 0.01, "temperature": 4.0}, {"epoch": i + 1, "val_f1": f1, **costs[trial_id]}
+            )
+    tables.set_trial("t3", params={"lr": 0.1, "temperature": 1.0})  # not reported yet: no cost
+    tables.flush(force=True)
+    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id")
+    for name in COST_METRICS:
+        assert trials[name].dtype == "float64"
+        assert trials.loc["t1", name] == costs["t1"][name] and trials.loc["t2", name] == costs["t2"][name]
+        assert math.isnan(trials.loc["t3", name])
+    assert "best_params" not in trials and "last_macs" not in trials  # plain columns, named as in COST_METRICS
+    reloaded = _tables(tmp_path).trials_frame().set_index("trial_id")  # from the journal
+    assert reloaded.loc["t2", "latency_ms_b64"] == pytest.approx(0.09)
+
+
+def test_no_cost_columns_without_a_cost(tmp_path) -> None:
+    tables = _tables(tmp_path)
+    _feed(tables, "t1", {"lr": 0.01, "temperature": 4.0}, [0.5])  # a teacher's epochs carry no cost
+    assert "params" not in tables.trials_frame()

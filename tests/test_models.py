@@ -105,3 +105,73 @@ def test_normalize_is_saved_with_the_model() -> None:
     assert torch.allclose(state["0.mean"].flatten(), torch.tensor([0.3]))
     assert torch.allclose(state["0.std"].flatten(), torch.tensor([0.2]))
     assert not any(n.startswith("0.") for n, _ in model.named_parameters())
+
+
+# ---------------------------------------------------------------------------------------------------
+# width: a multiplier of a model's channels or hidden units
+# ---------------------------------------------------------------------------------------------------
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_the_models_that_take_a_width_are_the_spec_s():
+    from skd_tune import names
+    from skd_tune.models import takes_width
+
+    assert [n for n in MODELS if takes_width(n)] == list(names.WIDTH_MODELS)
+    assert set(names.WIDTH_MODELS) <= set(names.MODELS)
+
+
+@pytest.mark.parametrize(
+    "name,shape",
+    [("mlp_tiny", (1, 8, 8)), ("mlp", (5,)), ("cnn_small", (1, 8, 8)), ("mobilenet_v3_small", (3, 32, 32))],
+)
+def test_width_scales_the_parameters(name: str, shape: tuple[int, ...]) -> None:
+    c = shape[0]  # channels of an image, features of a table
+    counts = []
+    for width in (0.5, 1.0, 2.0):
+        model = build_model(name, NUM_SUBCLASSES, shape, mean=[0.5] * c, std=[0.25] * c, width=width)
+        with torch.no_grad():
+            assert model.eval()(torch.rand(2, *shape)).shape == (2, NUM_SUBCLASSES)
+        counts.append(_params(model))
+    assert counts[0] < counts[1] < counts[2], counts
+    default = build_model(name, NUM_SUBCLASSES, shape, mean=[0.5] * c, std=[0.25] * c)
+    assert _params(default) == counts[1]  # width 1 is the registered model
+
+
+def test_width_rounds_each_layer_and_keeps_at_least_one_unit() -> None:
+    mlp = build_model("mlp", NUM_SUBCLASSES, (1, 8, 8), mean=[0.5], std=[0.25], width=1.5)
+    hidden = [m for m in mlp.modules() if isinstance(m, nn.Linear)][0]
+    assert hidden.out_features == 96  # round(64 * 1.5)
+    # 64 inputs -> 96 hidden -> 7 outputs, with biases
+    assert _params(mlp) == 64 * 96 + 96 + 96 * NUM_SUBCLASSES + NUM_SUBCLASSES
+    cnn = build_model("cnn_tiny", NUM_SUBCLASSES, (1, 8, 8), mean=[0.5], std=[0.25], width=0.01)
+    convs = [m.out_channels for m in cnn.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m.out_features for m in cnn.modules() if isinstance(m, nn.Linear)]
+    assert convs == [1, 1, 1] and linears == [1, NUM_SUBCLASSES]
+    cnn = build_model("cnn_small", NUM_SUBCLASSES, (1, 8, 8), mean=[0.5], std=[0.25], width=0.5)
+    assert [m.out_channels for m in cnn.modules() if isinstance(m, nn.Conv2d)] == [8, 16, 16]
+    assert [m.out_features for m in cnn.modules() if isinstance(m, nn.Linear)] == [16, NUM_SUBCLASSES]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "efficientnet_b0"])
+def test_width_refused_by_a_model_without_one(name: str) -> None:
+    with pytest.raises(
+        ValueError,
+        match=rf"model '{name}' takes no width \(width must be 1, got 0\.5\); the models that take a width: "
+        r"mlp_tiny, mlp, cnn_tiny, cnn_small, cnn, mobilenet_v3_small, mobilenet_v3_large",
+    ):
+        build_model(name, NUM_SUBCLASSES, (3, 32, 32), mean=[0.5] * 3, std=[0.25] * 3, width=0.5)
+    build_model(name, NUM_SUBCLASSES, (3, 32, 32), mean=[0.5] * 3, std=[0.25] * 3, width=1.0)  # width 1 is fine
+
+
+def test_pretrained_weights_only_at_width_1() -> None:
+    with pytest.raises(ValueError, match=r"'mobilenet_v3_small' has pretrained weights only at width 1, got width 2"):
+        MODELS["mobilenet_v3_small"](NUM_SUBCLASSES, (3, 32, 32), True, width=2.0)
+
+
+def test_width_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"model 'mlp': width must be > 0, got 0"):
+        build_model("mlp", NUM_SUBCLASSES, (5,), mean=[0.0] * 5, std=[1.0] * 5, width=0.0)

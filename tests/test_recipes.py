@@ -66,3 +66,22 @@ def test_levels_curriculum_from_teacher_loss_quartiles_or_from_annotations():
     teacher = build_teacher_run(spec, graded, {}, device=CPU).curriculum
     assert teacher.level_ends == tuple(np.cumsum([(agreement == a).sum() for a in (7, 6, 5, 4)]).tolist())
     assert (agreement[teacher.order[: teacher.level_ends[0]].numpy()] == 7).all()  # unanimous first
+
+
+def test_a_student_run_is_built_at_its_width_and_carries_its_cost():
+    from skd_tune.names import COST_METRICS
+
+    spec = validate_spec(
+        deep_update(TINY_SPEC, {"student": {"epochs": 1}, "search": {"space": {"width": {"uniform": [0.5, 2.0]}}}})
+    )
+    data = load_dataset(spec.data, spec.seed)
+    runs = {w: build_student_run(spec.student_for({"width": w}), spec, data, None, seed=0, device=CPU) for w in (1, 2)}
+    for run in runs.values():
+        assert tuple(run.cost) == COST_METRICS
+        assert run.cost["params"] == sum(p.numel() for p in run.model.parameters())
+        assert run.cost["macs"] > 0 and run.cost["latency_ms_b1"] > 0 and run.cost["weights_bytes"] > 0
+        assert run.model.training  # measured in eval mode, handed back for training
+    hidden = [m.out_features for m in runs[2].model.modules() if isinstance(m, torch.nn.Linear)][0]
+    assert hidden == 32  # mlp_tiny's 16 hidden units at width 2
+    assert runs[2].cost["params"] > runs[1].cost["params"]
+    assert build_teacher_run(spec, data, {}, device=CPU).cost is None  # only students are costed

@@ -66,3 +66,44 @@ def test_check_export_dir_says_what_is_missing(trained, tmp_path):
     (half / "meta.json").write_text((exp / "export" / "meta.json").read_text())
     with pytest.raises(CheckpointError, match=r"half/model\.pt: file missing; this export directory has meta\.json"):
         check_export_dir(half)
+
+
+@pytest.mark.parametrize("model_name,width", [("mlp_tiny", 2.0), ("cnn_small", 0.5)])
+def test_a_student_of_another_width_loads_back_with_the_same_outputs(trained, tmp_path, model_name, width):
+    import json
+
+    from skd_tune.models import build_model
+    from skd_tune.serve import export_student
+    from skd_tune.train import make_optimizer, save_state
+
+    _, data, spec = trained
+    student = spec.student_for({"model": model_name, "width": width})
+    torch.manual_seed(1)
+    model = build_model(student.model, data.num_outputs, data.input_shape, data.mean, data.std, width=width).eval()
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    save_state(checkpoint, model, make_optimizer(model, 1e-3, 0.0), 1, None)
+    export = export_student(
+        tmp_path / "export", spec, data, checkpoint, params={"model": model_name, "width": width}, metrics={}
+    )
+    meta = json.loads((export / "meta.json").read_text())
+    assert (meta["model"], meta["width"]) == (model_name, width)
+    loaded, _ = load_student(export)
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.parameters())
+    x = torch.from_numpy(data.test.x[:5]).float() * data.scale
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_an_export_without_a_width_is_width_1(trained, tmp_path):
+    import json
+    import shutil
+
+    exp, _, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(exp / "export", old)
+    meta = json.loads((old / "meta.json").read_text())
+    assert meta.pop("width") == 1.0
+    (old / "meta.json").write_text(json.dumps(meta))  # as written before student.width existed
+    model, _ = load_student(old)
+    assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)][0] == 16  # mlp_tiny

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import write_atomic
 from ..errors import ResultsError, first_line
+from ..names import COST_METRICS
 from .layout import table_files
 
 __all__ = [
@@ -209,7 +210,11 @@ class ResultsTables:
         return df.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
     def trials_frame(self) -> pd.DataFrame:
-        """One row per trial: parameters, status, epochs, best and last val metrics, checkpoint, error.
+        """One row per trial: parameters, status, epochs, best and last val metrics, cost, checkpoint, error.
+
+        The cost (names.COST_METRICS, the student's `cost.measure_cost`) is one plain column per metric, named
+        as in COST_METRICS, holding the trial's value (the same in each of its epochs; its last reported).
+        The columns appear once any trial has reported its cost (student and method trials; never a teacher's).
 
         Built from the epochs in one pass (grouped once, not filtered per trial): the driver calls this on
         every flush and progress line, so its cost is paid between a trial's reports."""
@@ -233,6 +238,9 @@ class ResultsTables:
                     row[f"best_{col}"] = float(best[col])
                     row[f"last_{col}"] = float(last[col])
                 row["time_total_s"] = float(mine["epoch_time_s"].sum()) if "epoch_time_s" in mine else math.nan
+            for col in [c for c in COST_METRICS if c in mine]:
+                known = mine[col].dropna()
+                row[col] = float(known.iloc[-1]) if len(known) else math.nan
             max_epochs = info.get("max_epochs")
             row["max_epochs"] = max_epochs
             row["stopped_early"] = bool(max_epochs and info["status"] == "TERMINATED" and row["epochs"] < max_epochs)

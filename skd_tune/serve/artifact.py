@@ -1,8 +1,8 @@
 """The exported student: `model.pt` + `meta.json`, written, validated and loaded with no pickled code.
 
 The pipeline's `export` stage writes `EXPERIMENT/export/` with `export_student`: `model.pt` (a
-`state_dict`, loadable with `torch.load(..., weights_only=True)`) and `meta.json` (the model name and
-shapes, class and subclass names, the input scale and normalisation, the trial's parameters and
+`state_dict`, loadable with `torch.load(..., weights_only=True)`) and `meta.json` (the model name,
+width and shapes, class and subclass names, the input scale and normalisation, the trial's parameters and
 metrics, and the spec that produced it). `load_student(dir)` rebuilds the model from these two files.
 """
 
@@ -68,6 +68,7 @@ def export_student(
     meta = {
         "format": 1,
         "model": student.model,
+        "width": student.width,  # the multiplier of its channels or hidden units (models.py); absent: 1
         "input_shape": list(data.input_shape),
         # the model's outputs: the known subclasses, or the teacher's invented ones (data.output_names)
         "num_subclasses": data.num_outputs,
@@ -198,6 +199,7 @@ def load_student(export_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any
             tuple(meta["input_shape"]),
             meta["normalisation"]["mean"],
             meta["normalisation"]["std"],
+            width=float(meta.get("width", 1.0)),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(

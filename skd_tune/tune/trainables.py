@@ -49,13 +49,17 @@ def _barrier(stage: str, epoch: int) -> None:
 
 def _report_epochs(run: TrainingRun, stage: str, policy: CheckpointPolicy) -> None:
     """The shared epoch loop: resume from Tune's checkpoint, then report every epoch, with a checkpoint
-    when `policy` says so; every checkpoint also carries the best epoch's weights."""
+    when `policy` says so; every checkpoint also carries the best epoch's weights. A student's epochs also
+    report its cost (`run.cost`, names.COST_METRICS): the same numbers every epoch, so both results tables
+    hold them."""
     start_epoch, best_changed = 0, False
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             start_epoch = run.restore(load_state(d))
     for metrics, improved in run.epochs(start_epoch):
+        if run.cost:
+            metrics = {**metrics, **run.cost}
         best_changed = best_changed or improved
         epoch = int(metrics["epoch"])
         _barrier(stage, epoch)
