@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="the best student as state_dict + meta.json, TorchScript and ONNX, each checked")
     ex.add_argument("experiment", help="experiment directory (its export/ stage must be done), or an export directory")
     ex.add_argument("--out", required=True, help="directory to write the artefacts into")
+    chosen = ex.add_mutually_exclusive_group()
+    chosen.add_argument("--trial", default=None, help="export this student trial (a finished one) instead of the best")
+    chosen.add_argument(
+        "--pick",
+        default=None,
+        help="export the best trial within a budget on a trials.parquet column, e.g. 'params<=20000' (<, <=, >, >=)",
+    )
     ex.add_argument(
         "--formats",
         default="state_dict,torchscript,onnx",
@@ -124,7 +131,18 @@ def _export(args: argparse.Namespace) -> int:
     from .serve import export_artifacts, format_export, resolve_export_dir
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    print(format_export(export_artifacts(resolve_export_dir(args.experiment), args.out, formats)))
+    if args.trial is None and args.pick is None:
+        print(format_export(export_artifacts(resolve_export_dir(args.experiment), args.out, formats)))
+        return 0
+    from .experiment.results import format_value
+    from .serve.chosen import export_chosen
+
+    trial, exported, checks = export_chosen(args.experiment, args.out, formats, trial_id=args.trial, pick=args.pick)
+    params = ", ".join(f"{k}={format_value(v)}" for k, v in exported["params"].items())
+    print(
+        f"trial {trial['trial_id']}{' (' + params + ')' if params else ''}: test f1 {exported['test_metrics']['f1']:.4f}"
+    )
+    print(format_export(checks))
     return 0
 
 

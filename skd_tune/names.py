@@ -20,6 +20,7 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULERS",
     "SOURCES",
+    "WIDTH_MODELS",
 ]
 
 MODELS = (
@@ -35,6 +36,9 @@ MODELS = (
     "mobilenet_v3_large",
     "efficientnet_b0",
 )
+# The models whose channels or hidden units `student.width` may scale (width != 1): models.MODELS builds
+# them with a width; the others (ResNets, EfficientNet) take only width 1.
+WIDTH_MODELS = ("mlp_tiny", "mlp", "cnn_tiny", "cnn_small", "cnn", "mobilenet_v3_small", "mobilenet_v3_large")
 # source -> (whether it reads files under data.root, its subclass schemes; the first is the default)
 SOURCES: dict[str, tuple[bool, tuple[str, ...]]] = {
     "digits": (False, ("known",)),
@@ -43,7 +47,8 @@ SOURCES: dict[str, tuple[bool, tuple[str, ...]]] = {
 }
 INVENTED = "invented"  # a scheme every source has: the teacher invents the subclasses
 PACINGS = ("none", "linear", "root", "step", "exponential", "levels")
-SAMPLERS = ("tpe", "cmaes", "random")
+# nsga2: Optuna's NSGA-II, for `search.objectives` only; cmaes: a single objective only (spec/objectives.py)
+SAMPLERS = ("tpe", "cmaes", "random", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 METRICS = ("val_f1", "val_accuracy", "val_auc", "val_loss")
 # What a student costs, measured once per trial (cost.py) and written to trials.parquet: parameter count,

@@ -35,6 +35,8 @@ class ExperimentStatus:
     methods: Any = None  # the method table (pandas), once the method stage is done
     pairs: Any = None  # the paired differences between the methods (pandas)
     searches: dict[str, dict[str, int]] = field(default_factory=dict)  # the KD / no-KD searches, by status
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # search.objectives as (metric, mode)
+    pareto: Any = None  # the Pareto front (pandas), once the student search wrote it
 
     @property
     def finished(self) -> bool:
@@ -67,6 +69,8 @@ def experiment_status(location: str | os.PathLike | Experiment) -> ExperimentSta
             for method, table in (("KD", "search_kd"), ("no-KD", "search_nokd"))
             if exp.trials(table) is not None
         },
+        objectives=[(o.metric, o.mode) for o in spec.search.objectives],
+        pareto=exp.result("pareto") if spec.search.objectives else None,
     )
 
 
@@ -95,6 +99,8 @@ def format_status(st: ExperimentStatus, resume_cmd: str | None = None) -> str:
             f"best so far: {st.best['trial_id']} {st.metric} {st.best[f'best_{st.metric}']:.4f} "
             f"(epoch {int(st.best['best_epoch'])}){': ' + params if params else ''}"
         )
+    if st.objectives:
+        lines += _front_lines(st)
     if st.export:
         t = st.export.get("test_metrics", {})
         lines.append(f"exported: {st.root / st.export.get('path', 'export')} (test f1 {t.get('f1', float('nan')):.4f})")
@@ -106,3 +112,20 @@ def format_status(st: ExperimentStatus, resume_cmd: str | None = None) -> str:
     if not st.finished:
         lines.append(f"not finished; resume with: {resume_cmd or 'skd-tune run ' + str(st.root)}")
     return "\n".join(lines)
+
+
+def _front_lines(st: ExperimentStatus) -> list[str]:
+    """The Pareto front, one line per trial: its id, every objective's value and its searched parameters."""
+    from .experiment.layout import results_file
+    from .pareto import format_objective, objective_column
+
+    labels = ", ".join(f"{m} {mode}" for m, mode in st.objectives)
+    if st.pareto is None:
+        return [f"Pareto front ({labels}): not yet ({results_file('pareto')} is written when the student search ends)"]
+    n = len(st.pareto)
+    lines = [f"Pareto front ({labels}): {n} trial{'s' if n != 1 else ''}, from {results_file('pareto')}"]
+    for rec in st.pareto.to_dict("records"):
+        values = ", ".join(f"{m} {format_objective(m, rec.get(objective_column(m)))}" for m, _ in st.objectives)
+        params = ", ".join(f"{p}={format_value(rec.get(p))}" for p in st.params if p in rec)
+        lines.append(f"  {rec.get('trial_id')}: {values}{'; ' + params if params else ''}")
+    return lines

@@ -371,6 +371,77 @@ def test_importances_rank_the_parameter_that_drives_the_metric_first(complete):
 
 
 # --------------------------------------------------------------------------------------------------
+# A multi-objective search: the Pareto front
+
+OBJECTIVES = [
+    {"metric": "val_f1", "mode": "max"},
+    {"metric": "params", "mode": "min"},
+    {"metric": "latency_ms_b1", "mode": "min"},
+]
+
+
+def _multi_objective(root: Path, seed: int, front_file: bool) -> tuple[Spec, pd.DataFrame]:
+    """A search over val_f1, params and latency: costs that grow with w_skd (as F1 does), one column
+    each in the trials table; results/pareto.parquet written by pareto.py when `front_file`."""
+    from skd_tune.pareto import pareto_front
+
+    rng = np.random.default_rng(seed)
+    spec = _write_spec(root, {"methods": {"seeds": 0}, "search": {"num_samples": 16, "objectives": OBJECTIVES}})
+    _write_search(root, spec, rng, ["TERMINATED"] * 14 + ["RUNNING", "ERROR"])
+    exp = Experiment.existing(root)
+    trials = exp.trials("student")
+    size = 1.0 + 4 * trials["w_skd"].to_numpy(float) * rng.uniform(0.7, 1.3, len(trials))
+    trials["params"] = (1000 * size).astype(int)
+    trials["latency_ms_b1"] = 0.2 * size * rng.uniform(0.8, 1.2, len(trials))
+    write_table_atomic(trials, exp.path("results/trials.parquet"))
+    front = pareto_front(trials, spec.search.objectives)
+    if front_file:
+        exp.write_result("pareto", front)
+    _write_state(root, {"student": {"trials": 16, "errored": 1, "pareto_front": len(front)}} if front_file else {})
+    return spec, front
+
+
+def _section(summary: str, title: str) -> str:
+    return summary.split(f"## {title}")[1].split("\n## ")[0]
+
+
+def test_pareto_section_and_plots_of_a_multi_objective_search(tmp_path):
+    root = tmp_path / "pareto"
+    _, front = _multi_objective(root, seed=11, front_file=True)
+    assert 2 <= len(front) < 14  # a real trade-off, with dominated trials
+    report = build_report(root)
+    summary = report.summary.read_text()
+    section = _section(summary, "Pareto front: val_f1 max, params min, latency_ms_b1 min")
+    assert f"{len(front)} on the front, from results/pareto.parquet, sorted by params, latency_ms_b1." in section
+    assert re.search(r"ASHA stopped \d+ trial\(s\) early on val_f1 alone; they are not on the front", section)
+    rows = re.findall(r"^\| ([0-9a-f]{8}) \| ([0-9.]+) \| (\d+) \| ([0-9.]+) \| (\d+/\d+) \|", section, flags=re.M)
+    assert [r[0] for r in rows] == list(front["trial_id"])  # the front's rows, cheapest first
+    assert [int(r[2]) for r in rows] == list(front["params"]) and all(r[4] == "6/6" for r in rows)
+    assert [float(r[1]) for r in rows] == [round(v, 4) for v in front["best_val_f1"]]
+    for key in ("pareto_params", "pareto_latency_ms_b1"):
+        path = report.plots[key]
+        with Image.open(path) as img:
+            width, height = img.size
+            colours = img.convert("RGB").getcolors(maxcolors=width * height)
+        assert width >= 300 and height >= 200 and len(colours) > 20
+        assert f"({path.name})" in section and f'<img src="{path.name}"' in report.html.read_text()
+    assert "the star: the best trial by val_f1 alone (the one exported)" in section
+
+
+def test_pareto_section_mid_run_and_none_without_objectives(tmp_path, complete):
+    root = tmp_path / "midrun-pareto"
+    _, front = _multi_objective(root, seed=12, front_file=False)
+    summary = build_report(root).summary.read_text()
+    section = _section(summary, "Pareto front")
+    assert (
+        f"{len(front)} on the front, so far, from results/trials.parquet (results/pareto.parquet is written when "
+        "the student search ends)" in section
+    )
+    report, _ = complete  # one objective: no section, no plot
+    assert "Pareto" not in report.summary.read_text() and not [k for k in report.plots if k.startswith("pareto")]
+
+
+# --------------------------------------------------------------------------------------------------
 # Mid-run
 
 

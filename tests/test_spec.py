@@ -60,6 +60,8 @@ def test_defaults_and_hash_are_stable():
     assert spec_hash(a) != spec_hash(c)
 
 
+F1_MAX, PARAMS_MIN = {"metric": "val_f1", "mode": "max"}, {"metric": "params", "mode": "min"}
+
 # (id, changes applied to TINY_SPEC, text expected in the message: the field's dotted path and the fix)
 BAD = [
     ("unknown-top-key", {"nmae": "x"}, r"nmae: unknown key; valid keys here: name, storage"),
@@ -93,7 +95,7 @@ BAD = [
     (
         "unknown-sampler",
         {"search": {"sampler": "grid"}},
-        r"search\.sampler: unknown sampler 'grid'; available: tpe, cmaes, random",
+        r"search\.sampler: unknown sampler 'grid'; available: tpe, cmaes, random, nsga2",
     ),
     (
         "unknown-scheduler",
@@ -217,6 +219,74 @@ BAD = [
         {"search": {"teacher": {"space": {"beta": {"uniform": [-1, 2]}}}}},
         r"search\.teacher\.space\.beta: uniform value -1(\.0)? is not a valid teacher\.beta: must be >= 0",
     ),
+    (
+        "objective-unknown-metric",
+        {"search": {"objectives": [F1_MAX, {"metric": "flops", "mode": "min"}]}},
+        r"search\.objectives\.1\.metric: unknown objective metric 'flops'; available: val_f1, val_accuracy, val_auc, "
+        r"val_loss, params, macs, latency_ms_b1, latency_ms_b64, weights_bytes \(validation metrics: ",
+    ),
+    (
+        "objective-mode-missing",
+        {"search": {"objectives": [F1_MAX, {"metric": "params"}]}},
+        r"search\.objectives\.1\.mode: required, missing",
+    ),
+    (
+        "objective-bad-mode",
+        {"search": {"objectives": [F1_MAX, {"metric": "params", "mode": "smallest"}]}},
+        r"search\.objectives\.1\.mode: must be one of 'max' or 'min', got 'smallest'",
+    ),
+    (
+        "objective-unknown-key",
+        {"search": {"objectives": [F1_MAX, {"metric": "params", "direction": "min"}]}},
+        r"search\.objectives\.1\.direction: unknown key; valid keys here: metric, mode",
+    ),
+    (
+        "objectives-not-a-list",
+        {"search": {"objectives": "val_f1"}},
+        r"search\.objectives: must be a list, got 'val_f1'",
+    ),
+    (
+        "one-objective",
+        {"search": {"objectives": [F1_MAX]}},
+        r"search: search\.objectives lists 1 objective \(val_f1 max\); a multi-objective search needs at least 2, e\.g\. "
+        r"add \{metric: params, mode: min\}; for a single objective, remove search\.objectives and set search\.metric",
+    ),
+    (
+        "objective-twice",
+        {"search": {"objectives": [F1_MAX, PARAMS_MIN, {"metric": "params", "mode": "max"}]}},
+        r"search: search\.objectives lists params more than once \(val_f1 max, params min, params max\); list each "
+        r"metric once",
+    ),
+    (
+        "objective-cost-first",
+        {"search": {"objectives": [PARAMS_MIN, F1_MAX]}},
+        r"search: the first of search\.objectives must be a validation metric \(val_f1, val_accuracy, val_auc, "
+        r"val_loss\), got params: ASHA stops trials on it and the best trial is the best by it; put a validation",
+    ),
+    (
+        "objective-metric-differs",
+        {"search": {"objectives": [{"metric": "val_loss", "mode": "min"}, PARAMS_MIN]}},
+        r"search: search\.metric and search\.mode \(val_f1 max\) differ from the first objective \(val_loss min\), "
+        r"which sets them: leave search\.metric and search\.mode out, or make them equal to it",
+    ),
+    (
+        "objective-mode-differs",
+        {"search": {"mode": "min", "objectives": [F1_MAX, PARAMS_MIN]}},
+        r"search: search\.metric and search\.mode \(val_f1 min\) differ from the first objective \(val_f1 max\)",
+    ),
+    (
+        "cmaes-with-objectives",
+        {"search": {"sampler": "cmaes", "objectives": [F1_MAX, PARAMS_MIN]}},
+        r"search: sampler cmaes optimises a single objective, but search\.objectives lists 2 \(val_f1 max, params "
+        r"min\); use sampler: nsga2 or tpe, or remove search\.objectives",
+    ),
+    (
+        "nsga2-without-objectives",
+        {"search": {"sampler": "nsga2"}},
+        r"search: sampler nsga2 is for a multi-objective search, but search\.objectives is empty \(one objective: "
+        r"search\.metric val_f1\); list the objectives, e\.g\. objectives: \[\{metric: val_f1, mode: max\}, "
+        r"\{metric: params, mode: min\}\], or use sampler: tpe",
+    ),
 ]
 
 
@@ -230,6 +300,28 @@ def test_bad_spec_one_paragraph_exit_2(case_id, changes, pattern, write_spec, ca
     assert err.startswith(f"error: {path}: ")
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1  # one paragraph
+
+
+def test_objectives_set_the_search_metric_and_round_trip():
+    """The first objective sets search.metric and search.mode when they are left out; the frozen spec
+    (model_dump) validates again to the same spec and hash; tpe, random and nsga2 take objectives."""
+    raw = deep_update(TINY_SPEC, {})
+    del raw["search"]["metric"], raw["search"]["mode"]
+    raw["search"]["objectives"] = [{"metric": "val_loss", "mode": "min"}, PARAMS_MIN, {"metric": "macs", "mode": "min"}]
+    spec = Spec.model_validate(raw)
+    assert (spec.search.metric, spec.search.mode) == ("val_loss", "min")
+    assert [(o.metric, o.mode, o.is_cost) for o in spec.search.objectives] == [
+        ("val_loss", "min", False),
+        ("params", "min", True),
+        ("macs", "min", True),
+    ]
+    frozen = Spec.model_validate(yaml.safe_load(yaml.safe_dump(spec.model_dump(mode="json"))))
+    assert frozen == spec and spec_hash(frozen) == spec_hash(spec)
+    assert spec_hash(spec) != spec_hash(Spec.model_validate(TINY_SPEC))
+    assert Spec.model_validate(TINY_SPEC).search.objectives == ()  # the default: one objective
+    for sampler in ("tpe", "random", "nsga2"):
+        both = {"sampler": sampler, "objectives": [F1_MAX, PARAMS_MIN]}
+        assert Spec.model_validate(deep_update(TINY_SPEC, {"search": both})).search.sampler == sampler
 
 
 def test_every_mistake_reported_in_one_pass(write_spec):
@@ -507,3 +599,87 @@ def test_unknown_mhist_scheme_names_the_grouping(write_spec):
         r"unanimous, invented; or a grouping of SSA vote counts, e\.g\. \{HP: \[\[0\], \[1\], \[2, 3\]\]",
     ):
         load_spec(write_spec({"data": {**MHIST_DATA, "subclasses": "votes"}}))
+
+
+# ---------------------------------------------------------------------------------------------------
+# student.width and a searched student model
+# ---------------------------------------------------------------------------------------------------
+
+_TAKE_WIDTH = (
+    r"the models that take a width: mlp_tiny, mlp, cnn_tiny, cnn_small, cnn, mobilenet_v3_small, mobilenet_v3_large"
+)
+
+
+def _spec(changes):
+    from skd_tune.spec import validate_spec
+
+    return validate_spec(deep_update(TINY_SPEC, changes))
+
+
+def test_width_and_model_can_be_searched():
+    space = {"model": {"choice": ["mlp_tiny", "cnn_small"]}, "width": {"uniform": [0.25, 2.0]}}
+    spec = _spec({"search": {"space": space}})
+    assert spec.student.width == 1.0  # the default
+    student = spec.student_for({"model": "cnn_small", "width": 1.5, "lr": 0.01})
+    assert (student.model, student.width, student.lr) == ("cnn_small", 1.5, 0.01)
+    # the base student's model does not matter when the search chooses the model
+    assert _spec({"student": {"model": "resnet18"}, "search": {"space": space}}).student.model == "resnet18"
+    assert _spec({"student": {"model": "cnn", "width": 0.5}}).student.width == 0.5
+
+
+@pytest.mark.parametrize(
+    "changes,pattern",
+    [
+        (
+            {"student": {"model": "resnet18", "width": 2}},
+            rf"student\.width: model 'resnet18' takes no width \(width must be 1, got 2\); {_TAKE_WIDTH}",
+        ),
+        (
+            {"student": {"model": "resnet18"}, "search": {"space": {"width": {"uniform": [0.5, 2.0]}}}},
+            r"search\.space\.width: uniform value 0\.5 is not a valid student\.width: model 'resnet18' takes no width",
+        ),
+        (
+            {"search": {"space": {"model": {"choice": ["mlp_tiny", "vgg"]}}}},
+            r"search\.space\.model: choice value 'vgg' is not a valid student\.model: unknown model 'vgg'; available: ",
+        ),
+        (
+            {"search": {"space": {"model": {"choice": ["mlp", "resnet34"]}, "width": {"uniform": [0.5, 1.0]}}}},
+            rf"search\.space\.model: choice 'resnet34' takes no width, but search\.space\.width may be 0\.5; {_TAKE_WIDTH}",
+        ),
+        (
+            {"student": {"width": 2}, "search": {"space": {"model": {"choice": ["mlp", "efficientnet_b0"]}}}},
+            r"search\.space\.model: choice 'efficientnet_b0' takes no width, but student\.width is 2; ",
+        ),
+        (
+            {"student": {"model": "mobilenet_v3_small", "pretrained": True, "width": 0.5}},
+            r"student\.width: pretrained weights exist only at width 1, got 0\.5",
+        ),
+        ({"student": {"width": 0}}, r"student\.width: must be > 0, got 0"),
+        ({"search": {"space": {"width": {"uniform": [0.5, 32]}}}}, r"search\.space\.width: .*must be <= 16"),
+    ],
+    ids=[
+        "fixed",
+        "width-range",
+        "bad-model-choice",
+        "both-searched",
+        "model-choice-fixed-width",
+        "pretrained",
+        "zero",
+        "too-wide",
+    ],  # fmt: skip
+)
+def test_bad_width_or_model_search(changes, pattern):
+    with pytest.raises(SpecError, match=pattern) as info:
+        _spec(changes)
+    assert len(info.value.problems) <= 2  # both bounds of a range at most, nothing else
+
+
+def test_importing_the_width_check_loads_no_engine():
+    code = (
+        "import sys; from skd_tune.spec import Spec; "
+        "Spec.model_validate({'name': 'x', 'student': {'model': 'cnn', 'width': 2}}); "
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

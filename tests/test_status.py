@@ -46,6 +46,7 @@ def test_status_of_a_search_under_way(exp):
     assert "beyond its class probabilities: I_T(S;X|C) = 0.432 bits per training sample" in text
     assert "best so far: b val_f1 0.9000 (epoch 1): temperature=2.5, w_skd=0.5, w_kd=0.1, lr=0.01" in text
     assert text.endswith(f"not finished; resume with: skd-tune run {exp.root}")
+    assert "Pareto" not in text  # one objective: no front
 
 
 def test_status_of_a_new_experiment_and_of_damaged_files(exp):
@@ -79,3 +80,47 @@ def test_finished_experiment_shows_its_method_table(exp):
     text = format_status(experiment_status(exp.root))
     assert "exported:" in text and "(test f1 0.9500)" in text and "F1 gains: SKD - KD +0.00 points" in text
     assert "not finished" not in text
+
+
+def test_status_lists_the_pareto_front_of_a_multi_objective_search(tmp_path):
+    from skd_tune.experiment import write_table_atomic
+    from skd_tune.pareto import pareto_front
+
+    objectives = [{"metric": "val_f1", "mode": "max"}, {"metric": "params", "mode": "min"}]
+    changes = {"storage": str(tmp_path / "runs"), "search": {"num_samples": 5, "objectives": objectives}}
+    spec = validate_spec(deep_update(TINY_SPEC, changes))
+    exp = Experiment.open(location_of(spec))
+    prepare(exp, spec)
+    space = list(spec.search.space)
+    tables = exp.tables("student", space, "val_f1", "max")
+    # (trial, best val_f1, params, epochs): c is dominated by a; d was stopped early; e is still running
+    for trial_id, f1, n_params, epochs in (
+        ("a", 0.9, 1000, 3),
+        ("b", 0.95, 4000, 3),
+        ("c", 0.85, 2000, 3),
+        ("d", 0.99, 10, 1),
+    ):
+        params = {"temperature": 2.5, "w_skd": 0.5, "w_kd": 0.1, "lr": 0.01 * (1 + len(trial_id))}
+        for epoch in range(1, epochs + 1):
+            tables.add_epoch(
+                trial_id, params, {"epoch": epoch, "val_f1": f1 - 0.1 * (epochs - epoch), "params": n_params}
+            )
+        tables.set_trial(trial_id, status="TERMINATED", max_epochs=3)
+    tables.add_epoch("e", params, {"epoch": 1, "val_f1": 0.99, "params": 5})
+    tables.flush(force=True)
+    tables.close()
+    trials = exp.trials("student")
+    cost = {"a": 1000, "b": 4000, "c": 2000, "d": 10, "e": 5}
+    trials["params"] = trials["trial_id"].map(cost)  # one column per cost, as the trainables report them
+    write_table_atomic(trials, exp.path("results/trials.parquet"))
+    st = experiment_status(exp.root)
+    assert "Pareto front (val_f1 max, params min): not yet" in format_status(st)
+    exp.write_result("pareto", pareto_front(exp.trials("student"), spec.search.objectives))
+    text = format_status(experiment_status(exp.root))
+    lines = text.splitlines()
+    start = lines.index("Pareto front (val_f1 max, params min): 2 trials, from results/pareto.parquet")
+    assert lines[start + 1 : start + 3] == [
+        "  a: val_f1 0.9000, params 1000; temperature=2.5, w_skd=0.5, w_kd=0.1, lr=0.02",
+        "  b: val_f1 0.9500, params 4000; temperature=2.5, w_skd=0.5, w_kd=0.1, lr=0.02",
+    ]
+    assert not lines[start + 3].startswith("  ")

@@ -131,6 +131,50 @@ def test_the_search_space_is_translated_once_for_optuna():
     assert make_searcher(SearchSpec(), {}, seed=0) is None  # no space: one trial of the spec's own values
 
 
+def test_a_multi_objective_searcher_gets_every_objective_and_the_method_searches_one():
+    """With objectives, OptunaSearch holds lists of metrics and modes over a multi-objective study (NSGA-II
+    here); its Pareto front (Optuna's best_trials) is pareto.py's front of the same values. Without them
+    (the KD / no-KD searches of the same spec), one metric."""
+    import pandas as pd
+
+    from skd_tune.pareto import pareto_front
+    from skd_tune.spec import Spec
+    from skd_tune.stages import MethodSearchStage, StudentStage
+    from skd_tune.stages.student import _objectives_line
+
+    from .conftest import TINY_SPEC, deep_update
+
+    objectives = [{"metric": "val_f1", "mode": "max"}, {"metric": "params", "mode": "min"}]
+    spec = Spec.model_validate(deep_update(TINY_SPEC, {"search": {"sampler": "nsga2", "objectives": objectives}}))
+    s, space = spec.search, {"lr": Distribution(loguniform=(1e-3, 1e-1)), "w_kd": Distribution(uniform=(0, 1))}
+    assert (
+        StudentStage().objectives(spec) == s.objectives and MethodSearchStage("search_kd", "KD").objectives(spec) == ()
+    )
+    limiter = make_searcher(s, space, seed=0, objectives=StudentStage().objectives(spec))
+    optuna_search = limiter.searcher
+    assert optuna_search.metric == ["val_f1", "params"] and optuna_search.mode == ["max", "min"]
+    assert isinstance(optuna_search._sampler, optuna.samplers.NSGAIISampler)
+    study = optuna_search._ot_study
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    rows = []
+    for i in range(8):
+        config = limiter.suggest(f"t{i}")  # each completed before the next: never over max_concurrent
+        result = {"val_f1": round(0.5 + config["w_kd"] / 2, 2), "params": int(1000 * config["lr"])}
+        limiter.on_trial_complete(f"t{i}", result)
+        rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "epochs": 3, "max_epochs": 3, **result})
+    assert len(rows) == 8 and [t.values for t in study.trials] == [[r["val_f1"], r["params"]] for r in rows]
+    trials = pd.DataFrame(rows).rename(columns={"val_f1": "best_val_f1"})
+    front = pareto_front(trials, s.objectives)
+    assert sorted(t.number for t in study.best_trials) == sorted(int(t[1:]) for t in front["trial_id"])
+    single = make_searcher(s, space, seed=0).searcher  # what MethodSearchStage's searches get
+    assert single.metric == "val_f1" and single.mode == "max" and len(single._ot_study.directions) == 1
+    assert _objectives_line("student", s.objectives, "asha") == (
+        "[student] 2 objectives (val_f1 max, params min); ASHA stops trials on val_f1 alone, so a trial it stops "
+        "early is not on the front; scheduler: fifo avoids that"
+    )
+    assert "every trial trains all its epochs" in _objectives_line("student", s.objectives, "fifo")
+
+
 def test_importing_the_stage_list_loads_neither_torch_nor_ray():
     code = "import sys, skd_tune.stages, skd_tune.status; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -59,11 +59,12 @@ _RESULT_FILES = {
     "method_runs": "methods.parquet",
     "method_summary": "methods_summary.parquet",
     "method_pairs": "methods_pairs.parquet",
+    "pareto": "pareto.parquet",  # the student search's Pareto front (search.objectives; pareto.py)
 }
 
 
 def results_file(kind: str) -> str:
-    """`results/<file>` for `kind` in data, subclasses, method_runs, method_summary, method_pairs."""
+    """`results/<file>` for `kind` in data, subclasses, method_runs, method_summary, method_pairs, pareto."""
     return f"{RESULTS}/{_RESULT_FILES[kind]}"
 
 

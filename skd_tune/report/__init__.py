@@ -10,15 +10,18 @@ there yet, so the report works while a search runs, or before anything ran):
 - the leaderboard of the top student trials with their parameters, the learning curves of those
   trials, and the optimisation history (each trial's best value in the order the trials started, with
   the running best);
+- with `search.objectives`, the Pareto front: its table, and the first objective against each other
+  one (dominated trials grey, the front joined by a step line, the best by the first objective starred);
 - the search metric against each searched parameter (scatter for numeric ones, log x for loguniform
   ones; box plots for choices such as `curriculum.pacing`);
 - fANOVA parameter importances (Optuna's evaluator on an in-memory study of the finished trials);
 - the data: label bits H(S|C) of the training set, subclass counts, and the usage of invented
   subclasses when the teacher invented them.
 
-Modules: `load` (what the report reads, through `skd_tune.experiment` only), `sections` and
-`sections_search` (the content), `plots` (matplotlib), `render` (markdown, HTML, the CLI text). Nothing
-here imports Ray; every output file is written atomically, so a browser never sees half a file.
+Modules: `load` (what the report reads, through `skd_tune.experiment` only), `sections`,
+`sections_search` and `sections_pareto` (the content), `plots` (matplotlib), `render` (markdown, HTML,
+the CLI text). Nothing here imports Ray; every output file is written atomically, so a browser never
+sees half a file.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from .sections import (
     run_methods_table,
     teacher_section,
 )
+from .sections_pareto import pareto_section
 from .sections_search import data_section, importance_section, params_section
 
 __all__ = ["Report", "build_report"]
@@ -74,6 +78,7 @@ def build_report(
         teacher_section(ld),
         export_section(ld),
         leaderboard_section(ld, board, top),
+        *([pareto_section(ld, plots)] if ld.search.objectives else []),
         curves_section(ld, top, plots),
         params_section(ld, plots),
         importance_section(ld, plots),

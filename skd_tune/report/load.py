@@ -25,7 +25,7 @@ __all__ = ["Loaded", "file_name", "load"]
 
 def file_name(kind: str, table: str = "student") -> str:
     """The experiment-relative name of a results file, for a sentence: `kind` is a `result` kind (data,
-    subclasses, method_runs, method_summary) or a table's file (trials, epochs) of `table`."""
+    subclasses, method_runs, method_summary, pareto) or a table's file (trials, epochs) of `table`."""
     return table_files(table)[kind] if kind in ("trials", "epochs") else results_file(kind)
 
 
@@ -43,6 +43,7 @@ class Loaded:
     method_trials: pd.DataFrame | None = None
     data: dict[str, Any] | None = None
     subclasses: dict[str, Any] | None = None
+    pareto: pd.DataFrame | None = None  # results/pareto.parquet (a spec with search.objectives)
 
     search: SearchSpec = field(init=False)
     metric: str = field(init=False)
@@ -105,6 +106,7 @@ def load(experiment: Experiment | str | os.PathLike) -> Loaded:
         method_trials=exp.trials("methods"),
         data=_object(exp, "data"),
         subclasses=_object(exp, "subclasses"),
+        pareto=_table(exp.result("pareto")) if spec.search.objectives else None,
     )
 
 

@@ -11,12 +11,13 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .. import names
 from ..names import INVENTED, METRICS, SAMPLERS, SCHEDULERS
 from .base import Strict as _Strict
 from .groupings import VOTES, Subclasses
+from .objectives import Objective, check_objectives, fill_search_metric
 from .space import Distribution, merge, nest
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "CurriculumSpec",
     "DataSpec",
     "MethodsSpec",
+    "Objective",
     "Resources",
     "SchedulerSpec",
     "SearchSpec",
@@ -177,13 +179,28 @@ class StudentSpec(_TrainSpec):
     """The student's training; the fields in SEARCHABLE can be searched under `search.space`."""
 
     model: str = "mlp"
+    # A multiplier of the model's channels or hidden units (models.py); != 1 only for names.WIDTH_MODELS
+    width: float = Field(1.0, gt=0, le=16)
     temperature: float = Field(4.0, gt=0, le=1000)
     w_ce: float = Field(1.0, ge=0, le=100)
     w_kd: float = Field(0.0, ge=0, le=100)
     w_skd: float = Field(1.0, ge=0, le=100)
 
+    @field_validator("width")
+    @classmethod
+    def _model_takes_width(cls, v: float, info: ValidationInfo) -> float:
+        model = info.data.get("model")  # absent when the model name itself was refused
+        if v != 1 and model is not None and model not in names.WIDTH_MODELS:
+            raise ValueError(
+                f"model {model!r} takes no width (width must be 1, got {v:g}); "
+                f"the models that take a width: {', '.join(names.WIDTH_MODELS)}"
+            )
+        if v != 1 and info.data.get("pretrained"):
+            raise ValueError(f"pretrained weights exist only at width 1, got {v:g}; set pretrained: false or width: 1")
+        return v
 
-# Student fields a search may vary (everything numeric that does not change the model's shape).
+
+# Student fields a search may vary: the training, and the model and its width (size against F1, issue 16).
 SEARCHABLE = (
     "temperature",
     "w_ce",
@@ -195,6 +212,8 @@ SEARCHABLE = (
     "curriculum.pacing",
     "curriculum.start",
     "curriculum.full_at",
+    "model",
+    "width",
 )
 # Teacher fields its own (small) search may vary, under `search.teacher.space`.
 TEACHER_SEARCHABLE = ("beta", "t_aux", "lr", "weight_decay", "batch_size", "curriculum.pacing", "curriculum.start")
@@ -231,6 +250,9 @@ class TeacherSearchSpec(_Strict):
 class SearchSpec(_Strict):
     metric: str = "val_f1"
     mode: Literal["max", "min"] = "max"
+    # Several objectives (a validation metric first, then e.g. costs): a multi-objective student search whose
+    # Pareto front lands in results/pareto.parquet; empty: `metric`/`mode` alone. Rules: spec/objectives.py.
+    objectives: tuple[Objective, ...] = ()
     num_samples: int = Field(16, ge=1, le=100_000)
     max_concurrent: int = Field(2, ge=1, le=10_000)
     sampler: str = "tpe"
@@ -264,6 +286,16 @@ class SearchSpec(_Strict):
     @classmethod
     def _known_sampler(cls, v: str) -> str:
         return _one_of("sampler", v, SAMPLERS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_from_objectives(cls, data: Any) -> Any:
+        return fill_search_metric(data)
+
+    @model_validator(mode="after")
+    def _objectives_agree(self) -> SearchSpec:
+        check_objectives(self.objectives, self.metric, self.mode, self.sampler)
+        return self
 
 
 class MethodsSpec(_Strict):

@@ -12,6 +12,7 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..names import MODELS, WIDTH_MODELS
 from .models import SEARCHABLE, TEACHER_SEARCHABLE, Spec, StudentSpec, TeacherSpec
 from .space import Distribution, merge, nest
 
@@ -129,9 +130,12 @@ def _check_space(space: dict, student_raw: dict, role: str = "student") -> list[
             dist = Distribution.model_validate(entry)
         except ValidationError:
             continue  # already reported by the main validation
+        base = student_raw or {}
+        if role == "student" and key == "width" and "model" in space:
+            base = {**base, "model": WIDTH_MODELS[0]}  # which searched models take a width: _check_widths
         for value in dist.values_to_check():
             try:
-                model.model_validate(merge(student_raw or {}, nest({key: value})))
+                model.model_validate(merge(base, nest({key: value})))
             except ValidationError as e:
                 # Only errors of this field: the other student fields are reported by the main pass.
                 for err in e.errors():
@@ -139,7 +143,33 @@ def _check_space(space: dict, student_raw: dict, role: str = "student") -> list[
                         problems.append(
                             f"{where}.{key}: {dist.kind} value {value!r} is not a valid {role}.{key}: {_message(err)}"
                         )
+    if role == "student":
+        problems.extend(_check_widths(space, student_raw or {}))
     return problems
+
+
+def _check_widths(space: dict, student_raw: dict) -> list[str]:
+    """A searched `model` that takes no width (not in WIDTH_MODELS) while the width, fixed or searched,
+    may be != 1: every model choice meets every width the search may give it."""
+    if "model" not in space:
+        return []
+    try:
+        models = Distribution.model_validate(space["model"]).values_to_check()
+        if "width" in space:
+            widths, where = Distribution.model_validate(space["width"]).values_to_check(), "search.space.width may be"
+        else:
+            widths, where = [student_raw.get("width", 1.0)], "student.width is"
+    except ValidationError:
+        return []  # already reported by the main validation
+    wide = [w for w in widths if isinstance(w, (int, float)) and not isinstance(w, bool) and w != 1]
+    if not wide:
+        return []
+    return [
+        f"search.space.model: choice {m!r} takes no width, but {where} {wide[0]:g}; "
+        f"the models that take a width: {', '.join(WIDTH_MODELS)}"
+        for m in models
+        if isinstance(m, str) and m in MODELS and m not in WIDTH_MODELS
+    ]
 
 
 def _dedupe(items: list[str]) -> list[str]:
@@ -172,6 +202,9 @@ def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
         if get_origin(model) is dict:  # dict[str, Model]: the key is free, descend into the value type
             model = get_args(model)[1]
             continue
+        if get_origin(model) in (tuple, list) and isinstance(part, int):  # tuple[Model, ...]: an item's index
+            model = get_args(model)[0]
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return []
         model = model.model_fields[part].annotation
@@ -188,6 +221,7 @@ _TEMPLATES = {
     "literal_error": "must be one of {expected}",
     "missing": "required, missing",
     "string_pattern_mismatch": "must match {pattern} (letters, digits, '.', '_', '-')",
+    "tuple_type": "must be a list",
 }
 
 

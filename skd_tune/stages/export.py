@@ -3,13 +3,11 @@ loaded back as a user would and scored on the test split."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from ..errors import PipelineError
 from ..experiment import best_trial
-from .base import Context, Stage, plain
+from .base import Context, Stage
 
 __all__ = ["ExportStage"]
 
@@ -28,7 +26,7 @@ class ExportStage(Stage):
 
     def run(self, ctx: Context) -> dict[str, Any]:
         from ..metrics import constant_metrics
-        from ..serve import evaluate_exported, export_student, load_student, set_test_metrics
+        from ..serve.chosen import export_trial
 
         spec, exp, data = ctx.spec, ctx.exp, ctx.data
         best = best_trial(exp.trials("student"), spec.search.metric, spec.search.mode)
@@ -36,26 +34,16 @@ class ExportStage(Stage):
             raise PipelineError(
                 f"no student trial with a checkpoint to export; see the student trials of {exp.results_dir}"
             )
-        params = {p: plain(best[p]) for p in spec.search.space}
-        metrics = {
-            "trial_id": best["trial_id"],
-            **{k: best[k] for k in best if k.startswith("best_val_") or k == "best_epoch"},
-        }
-        with tempfile.TemporaryDirectory() as scratch:
-            checkpoint = exp.local_dir(best["checkpoint_path"], Path(scratch))
-            export_student(exp.export_dir, spec, data, checkpoint, params, metrics)
-        model, meta = load_student(exp.export_dir)  # check the round trip: what a user will load
-        test = evaluate_exported(model, meta, data.test.x, data.classes("test"))
-        set_test_metrics(exp.export_dir, test)
+        exported = export_trial(exp, spec, data, best, exp.export_dir)
         exp.sync(exp.export_dir.name)
         floor, floor_metrics = constant_metrics(
             data.classes("test"), data.classes("train"), data.num_classes, data.positive_class
         )
         return {
             "trial_id": best["trial_id"],
-            "params": params,
+            "params": exported["params"],
             "val": float(best[f"best_{spec.search.metric}"]),
-            "test_metrics": test,
+            "test_metrics": exported["test_metrics"],
             "path": exp.export_dir.name,
             "constant": {"name": floor, "metrics": floor_metrics},
         }

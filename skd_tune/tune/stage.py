@@ -24,7 +24,7 @@ from ray import tune
 from ..errors import PipelineError, SearchInterrupted, first_line, last_line
 from ..experiment import Experiment, ResultsTables
 from ..experiment.layout import TUNE_DIRS
-from ..spec import Distribution, Resources, Spec
+from ..spec import Distribution, Objective, Resources, Spec
 from .callbacks import ProgressCallback, ResultsCallback
 from .search import SCHEDULERS, make_searcher
 from .signals import Interruption, SignalCallback
@@ -55,6 +55,9 @@ class TuneStage:
     scheduler: str = "fifo"
     reuse_actors: bool = True
     fixed: dict[str, Any] = field(default_factory=dict)  # recorded with each trial's parameters
+    # The objectives Optuna optimises together (the student search of a spec with search.objectives); the
+    # scheduler and the TuneConfig get search.metric alone, which the spec makes the first objective.
+    objectives: tuple[Objective, ...] = ()
 
 
 def trial_id_of(result: Any) -> str:
@@ -75,7 +78,7 @@ def _tuner(exp: Experiment, spec: Spec, stage: TuneStage, trainable: Any, callba
             metric=s.metric,
             mode=s.mode,
             num_samples=1 if stage.grid else stage.total,
-            search_alg=make_searcher(s, stage.space, spec.seed),
+            search_alg=make_searcher(s, stage.space, spec.seed, stage.objectives),
             scheduler=SCHEDULERS[stage.scheduler](s, stage.max_epochs),
             max_concurrent_trials=s.max_concurrent,
             reuse_actors=stage.reuse_actors,

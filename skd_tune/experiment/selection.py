@@ -1,0 +1,82 @@
+"""Choosing a student trial other than the single best: by its id, or the best under a budget.
+
+`finished(trials)` is a trial that can be chosen: one on which the Pareto front is computed
+(`pareto.finished`: status TERMINATED after all its epochs; a trial the scheduler stopped early was never
+trained to the end) that has a checkpoint. `pick_trial(trials, "params<=20000", metric, mode)` is the
+answer to "the best student within this budget": among the finished trials whose column satisfies the
+budget, the best by `best_<metric>` (ties: the first by trial id, as `best_trial`).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from typing import Any
+
+import pandas as pd
+
+from ..errors import UserError
+from ..pareto import finished as pareto_finished
+from .results import best_trial
+
+__all__ = ["BUDGET_OPS", "finished", "parse_budget", "pick_trial", "select_trial"]
+
+BUDGET_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+_BUDGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE_]+)\s*$")
+
+
+def finished(trials: pd.DataFrame | None) -> pd.DataFrame:
+    """The trials that reported every epoch (`pareto.finished`, the front's own definition) and have a
+    checkpoint (empty when there are none)."""
+    if trials is None or trials.empty or "checkpoint_path" not in trials:
+        return pd.DataFrame()
+    return trials[pareto_finished(trials) & trials["checkpoint_path"].notna()]
+
+
+def parse_budget(text: str, columns: list[str]) -> tuple[str, str, float]:
+    """("params", "<=", 20000.0) from "params<=20000"; `UserError` naming the valid columns otherwise."""
+    m = _BUDGET.match(text)
+    if m is None:
+        raise UserError(
+            f"--pick {text!r}: not a budget; write COLUMN<=VALUE (or <, >=, >), e.g. --pick 'params<=20000'"
+        )
+    column, op, value = m.group(1), m.group(2), m.group(3)
+    if column not in columns:
+        raise UserError(
+            f"--pick {text!r}: the student trials have no column {column!r}; budget columns: {', '.join(columns)}"
+        )
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserError(f"--pick {text!r}: {value!r} is not a number") from None
+    return column, op, number
+
+
+def select_trial(trials: pd.DataFrame | None, trial_id: str) -> dict[str, Any]:
+    """The finished trial `trial_id`, as a dict; `UserError` listing the finished ones otherwise."""
+    done = finished(trials)
+    rows = done[done["trial_id"] == trial_id] if not done.empty else done
+    if rows.empty:
+        known = trials is not None and not trials.empty and trial_id in set(trials["trial_id"])
+        why = "did not finish all its epochs (or has no checkpoint)" if known else "is not a student trial"
+        choices = ", ".join(done["trial_id"]) if not done.empty else "none"
+        raise UserError(f"--trial {trial_id}: that trial {why}; finished trials: {choices}")
+    return rows.iloc[0].to_dict()
+
+
+def pick_trial(trials: pd.DataFrame | None, budget: str, metric: str, mode: str) -> dict[str, Any]:
+    """The finished trial with the best `best_<metric>` among those within `budget` (see the module)."""
+    done = finished(trials)
+    numeric = [c for c in done.columns if c != "trial_id" and pd.api.types.is_numeric_dtype(done[c])]
+    column, op, value = parse_budget(budget, numeric or list(done.columns))
+    values = pd.to_numeric(done[column], errors="coerce")
+    within = done[values.map(lambda v: not math.isnan(v) and BUDGET_OPS[op](v, value))]
+    best = best_trial(within, metric, mode)
+    if best is None:
+        lowest = values.min() if not values.dropna().empty else float("nan")
+        raise UserError(
+            f"--pick {budget!r}: none of the {len(done)} finished trials is within that budget (their {column} "
+            f"ranges from {lowest:g} to {values.max():g}); loosen the budget"
+        )
+    return best
