@@ -60,8 +60,8 @@ def method_params(best: dict[str, Any], w_kd: float, w_skd: float) -> dict[str, 
 
 
 def method_spaces(
-    space: dict[str, Any], w_kd: float, w_skd: float
-) -> dict[str, tuple[dict[str, Any], dict[str, float]]]:
+    space: dict[str, Any], w_kd: float, w_skd: float, fixed: dict[str, Any] | None = None
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """For a search per method (`methods.search: per_method`): each method's search space and the
     parameters it fixes, from the spec's `space` (name -> distribution) and the student's own weights.
 
@@ -71,6 +71,9 @@ def method_spaces(
                neither, w_kd = w_kd + w_skd of the spec (the same strength as SKD's, on class logits)
         no-KD  the space without temperature, w_kd and w_skd; w_kd = w_skd = 0. When nothing is left to
                search, no-KD trains once with the spec's values (its "search" has one trial)
+
+    `fixed` (e.g. {"model": "cnn_tiny", "width": 0.5}, the architecture of the SKD trial the table compares
+    in a cost trade-off) is taken out of KD's and no-KD's spaces and held at those values.
     """
     kd = {k: v for k, v in space.items() if k != "w_skd"}
     kd_fixed: dict[str, float] = {"w_skd": 0.0}
@@ -79,7 +82,14 @@ def method_spaces(
     elif "w_kd" not in kd:
         kd_fixed["w_kd"] = float(w_kd) + float(w_skd)
     no_kd = {k: v for k, v in space.items() if k not in ("temperature", "w_kd", "w_skd")}
-    return {"no-KD": (no_kd, {"w_kd": 0.0, "w_skd": 0.0}), "KD": (kd, kd_fixed), "SKD": (dict(space), {})}
+    held = dict(fixed or {})
+    kd = {k: v for k, v in kd.items() if k not in held}
+    no_kd = {k: v for k, v in no_kd.items() if k not in held}
+    return {
+        "no-KD": (no_kd, {"w_kd": 0.0, "w_skd": 0.0, **held}),
+        "KD": (kd, {**kd_fixed, **held}),
+        "SKD": (dict(space), {}),
+    }
 
 
 def method_table(

@@ -154,3 +154,17 @@ def test_method_spaces_give_each_method_what_it_has():
     neither = method_spaces({"temperature": t}, w_kd=0.25, w_skd=0.5)
     assert neither["KD"] == ({"temperature": t}, {"w_skd": 0.0, "w_kd": 0.75})
     assert neither["no-KD"] == ({}, {"w_kd": 0.0, "w_skd": 0.0})
+
+
+def test_method_spaces_hold_the_compared_points_architecture_for_kd_and_no_kd():
+    from skd_tune.methods import method_spaces
+    from skd_tune.spec import Distribution
+
+    model, width = Distribution(choice=["mlp", "cnn_tiny"]), Distribution(uniform=(0.25, 2.0))
+    t, lr = Distribution(loguniform=(1, 10)), Distribution(loguniform=(1e-3, 1e-1))
+    space = {"model": model, "width": width, "temperature": t, "lr": lr}
+    point = {"model": "cnn_tiny", "width": 0.5}
+    spaces = method_spaces(space, w_kd=0.0, w_skd=1.0, fixed=point)
+    assert spaces["SKD"] == (space, {})  # SKD's configuration is the point itself
+    assert spaces["KD"] == ({"temperature": t, "lr": lr}, {"w_skd": 0.0, "w_kd": 1.0, **point})
+    assert spaces["no-KD"] == ({"lr": lr}, {"w_kd": 0.0, "w_skd": 0.0, **point})

@@ -29,6 +29,7 @@ PARETO = {
             "lr": {"loguniform": [3e-3, 3e-2]},
         },
     },
+    "methods": {"seeds": 1, "point": "params<=20000"},
 }
 
 
@@ -108,3 +109,18 @@ def test_export_pick_takes_the_best_within_the_budget(pareto_run, tmp_path):
     too_small = run_cli("export", str(exp), "--pick", "params<1", "--out", str(tmp_path / "none"), cwd=cwd)
     assert too_small.returncode == 2 and "none of the 6 finished trials is within that budget" in too_small.stderr
     assert "Traceback" not in too_small.stderr
+
+
+def test_the_method_table_compares_the_chosen_point_at_its_architecture(pareto_run):
+    from skd_tune.experiment.selection import pick_trial
+
+    _, exp, proc = pareto_run
+    trials = pd.read_parquet(exp / "results" / "trials.parquet")
+    point = pick_trial(trials, "params<=20000", "val_f1", "max")
+    state = json.loads((exp / "state.json").read_text())
+    for stage in ("search_kd", "search_nokd"):  # KD and no-KD searched at the point's model and width
+        fixed = state["stages"][stage]["fixed"]
+        assert fixed["model"] == point["model"] and math.isclose(fixed["width"], point["width"])
+        searched = pd.read_parquet(exp / "results" / f"{stage.replace('search_', '')}_trials.parquet")
+        assert (searched["params"] == point["params"]).all()
+    assert f"[methods] compared at SKD trial {point['trial_id']} (the best within params<=20000)" in proc.stdout

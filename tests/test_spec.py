@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from skd_tune.cli import main
-from skd_tune.spec import Spec, SpecError, load_spec, spec_hash
+from skd_tune.spec import Spec, SpecError, load_spec, spec_hash, validate_spec
 
 from .conftest import REPO, TINY_SPEC, deep_update, run_cli
 
@@ -683,3 +683,14 @@ def test_importing_the_width_check_loads_no_engine():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_methods_point_is_a_cost_budget():
+    assert validate_spec({"name": "x", "methods": {"point": "params<=20000"}}).methods.point == "params<=20000"
+    assert validate_spec({"name": "x", "methods": {"point": " latency_ms_b1 < 0.5 "}}).methods.point
+    with pytest.raises(
+        SpecError, match=r"methods\.point: budget on 'val_f1': the point is chosen by a cost; costs: params"
+    ):
+        validate_spec({"name": "x", "methods": {"point": "val_f1>=0.9"}})
+    with pytest.raises(SpecError, match=r"methods\.point: 'params about 2' is not a budget; write COLUMN<=VALUE"):
+        validate_spec({"name": "x", "methods": {"point": "params about 2"}})

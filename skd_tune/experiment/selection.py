@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import math
 import operator
-import re
 from typing import Any
 
 import pandas as pd
 
 from ..errors import UserError
 from ..pareto import finished as pareto_finished
+from ..spec.objectives import parse_budget_text
 from .results import best_trial
 
-__all__ = ["BUDGET_OPS", "finished", "parse_budget", "pick_trial", "select_trial"]
+__all__ = [
+    "ARCHITECTURE",
+    "BUDGET_OPS",
+    "architecture_of",
+    "compared_point",
+    "finished",
+    "parse_budget",
+    "pick_trial",
+    "select_trial",
+]
 
 BUDGET_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
-_BUDGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE_]+)\s*$")
+ARCHITECTURE = ("model", "width")  # the searchable student fields that make its size
 
 
 def finished(trials: pd.DataFrame | None) -> pd.DataFrame:
@@ -34,22 +43,17 @@ def finished(trials: pd.DataFrame | None) -> pd.DataFrame:
     return trials[pareto_finished(trials) & trials["checkpoint_path"].notna()]
 
 
-def parse_budget(text: str, columns: list[str]) -> tuple[str, str, float]:
-    """("params", "<=", 20000.0) from "params<=20000"; `UserError` naming the valid columns otherwise."""
-    m = _BUDGET.match(text)
-    if m is None:
-        raise UserError(
-            f"--pick {text!r}: not a budget; write COLUMN<=VALUE (or <, >=, >), e.g. --pick 'params<=20000'"
-        )
-    column, op, value = m.group(1), m.group(2), m.group(3)
+def parse_budget(text: str, columns: list[str], label: str = "--pick") -> tuple[str, str, float]:
+    """("params", "<=", 20000.0) from "params<=20000" (`spec.parse_budget_text`); `UserError` naming the
+    valid columns otherwise."""
+    try:
+        column, op, number = parse_budget_text(text)
+    except ValueError as e:
+        raise UserError(f"{label} {e}") from None
     if column not in columns:
         raise UserError(
-            f"--pick {text!r}: the student trials have no column {column!r}; budget columns: {', '.join(columns)}"
+            f"{label} {text!r}: the student trials have no column {column!r}; budget columns: {', '.join(columns)}"
         )
-    try:
-        number = float(value)
-    except ValueError:
-        raise UserError(f"--pick {text!r}: {value!r} is not a number") from None
     return column, op, number
 
 
@@ -65,18 +69,40 @@ def select_trial(trials: pd.DataFrame | None, trial_id: str) -> dict[str, Any]:
     return rows.iloc[0].to_dict()
 
 
-def pick_trial(trials: pd.DataFrame | None, budget: str, metric: str, mode: str) -> dict[str, Any]:
-    """The finished trial with the best `best_<metric>` among those within `budget` (see the module)."""
+def pick_trial(
+    trials: pd.DataFrame | None, budget: str, metric: str, mode: str, label: str = "--pick"
+) -> dict[str, Any]:
+    """The finished trial with the best `best_<metric>` among those within `budget` (see the module);
+    errors name the budget as `label` (the CLI option or the spec field)."""
     done = finished(trials)
     numeric = [c for c in done.columns if c != "trial_id" and pd.api.types.is_numeric_dtype(done[c])]
-    column, op, value = parse_budget(budget, numeric or list(done.columns))
+    column, op, value = parse_budget(budget, numeric or list(done.columns), label)
     values = pd.to_numeric(done[column], errors="coerce")
     within = done[values.map(lambda v: not math.isnan(v) and BUDGET_OPS[op](v, value))]
     best = best_trial(within, metric, mode)
     if best is None:
         lowest = values.min() if not values.dropna().empty else float("nan")
         raise UserError(
-            f"--pick {budget!r}: none of the {len(done)} finished trials is within that budget (their {column} "
+            f"{label} {budget!r}: none of the {len(done)} finished trials is within that budget (their {column} "
             f"ranges from {lowest:g} to {values.max():g}); loosen the budget"
         )
     return best
+
+
+def compared_point(trials: pd.DataFrame | None, point: str | None, metric: str, mode: str) -> dict[str, Any] | None:
+    """The SKD trial the method table compares: the best within the budget `point` (`methods.point`), or
+    the best trial (None before any trial reported)."""
+    if point is None:
+        return best_trial(trials, metric, mode)
+    return pick_trial(trials, point, metric, mode, label="methods.point")
+
+
+def architecture_of(trial: dict[str, Any], space: Any) -> dict[str, Any]:
+    """The searched architecture fields (`ARCHITECTURE`) of `trial`: what KD and no-KD hold fixed when the
+    method table compares one point of a cost trade-off."""
+    out = {}
+    for name in ARCHITECTURE:
+        if name in space:
+            value = trial[name]
+            out[name] = value.item() if hasattr(value, "item") else value
+    return out

@@ -14,10 +14,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .. import names
-from ..names import INVENTED, METRICS, SAMPLERS, SCHEDULERS
+from ..names import COST_METRICS, INVENTED, METRICS, SAMPLERS, SCHEDULERS
 from .base import Strict as _Strict
 from .groupings import VOTES, Subclasses
-from .objectives import Objective, check_objectives, fill_search_metric
+from .objectives import Objective, check_objectives, fill_search_metric, parse_budget_text
 from .space import Distribution, merge, nest
 
 __all__ = [
@@ -301,10 +301,23 @@ class SearchSpec(_Strict):
 class MethodsSpec(_Strict):
     """The method table: `seeds` paired runs per method (0: no table). `search: per_method` gives KD and
     no-KD a search of their own with the student search's budget (methods.method_spaces); `shared`
-    retrains the configuration the search found for SKD as all three."""
+    retrains the configuration the search found for SKD as all three. `point`: the SKD trial the table
+    compares, the best one within a cost budget (e.g. "params<=20000"; default: the best trial); with
+    it, or with `search.objectives`, KD and no-KD hold that trial's `model` and `width` fixed."""
 
     seeds: int = Field(3, ge=0, le=100)
     search: Literal["per_method", "shared"] = "per_method"
+    point: str | None = None
+
+    @field_validator("point")
+    @classmethod
+    def _a_cost_budget(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        column, _, _ = parse_budget_text(v)
+        if column not in COST_METRICS:
+            raise ValueError(f"budget on {column!r}: the point is chosen by a cost; costs: {', '.join(COST_METRICS)}")
+        return v
 
 
 class Spec(_Strict):

@@ -20,6 +20,7 @@ Definitions and rules (`check_objectives` enforces them, with the messages the u
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import field_validator
@@ -28,12 +29,20 @@ from ..names import COST_METRICS, METRICS, OBJECTIVE_METRICS
 from .base import Strict
 
 __all__ = [
+    "BUDGET_OPS",
     "MULTI_OBJECTIVE_ONLY_SAMPLERS",
     "SINGLE_OBJECTIVE_SAMPLERS",
     "Objective",
     "check_objectives",
     "fill_search_metric",
+    "parse_budget_text",
 ]
+
+# A budget on a trials.parquet column, e.g. "params<=20000": `methods.point` and `skd-tune export --pick`.
+BUDGET_OPS = ("<=", "<", ">=", ">")
+_BUDGET = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?[0-9][0-9_]*\.?[0-9_]*(?:[eE][-+]?[0-9]+)?)\s*$"
+)
 
 SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)  # Optuna's CmaEsSampler takes one objective only
 MULTI_OBJECTIVE_ONLY_SAMPLERS = ("nsga2",)  # a genetic algorithm over the Pareto ranks: for objectives only
@@ -120,3 +129,11 @@ def check_objectives(objectives: tuple[Objective, ...], metric: str, mode: str, 
             f"sampler {sampler} optimises a single objective, but search.objectives lists {len(objectives)} "
             f"({listed}); use sampler: nsga2 or tpe, or remove search.objectives"
         )
+
+
+def parse_budget_text(text: str) -> tuple[str, str, float]:
+    """("params", "<=", 20000.0) from "params<=20000" (operators: <=, <, >=, >); `ValueError` otherwise."""
+    m = _BUDGET.match(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a budget; write COLUMN<=VALUE (or <, >=, >), e.g. 'params<=20000'")
+    return m.group(1), m.group(2), float(m.group(3).replace("_", ""))

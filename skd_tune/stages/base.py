@@ -55,6 +55,22 @@ class Context:
         s = self.spec.student
         return TuneStage(name, trainable, parameters, s.resources, total, s.epochs, param_names, **kw)
 
+    def compared_point(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The SKD trial the method table compares (the best within `methods.point`, or the best trial) and
+        the architecture (model, width) KD and no-KD hold fixed with it: {} unless the spec trades quality
+        against cost (`search.objectives` or `methods.point`)."""
+        from ..errors import PipelineError
+        from ..experiment.selection import architecture_of, compared_point
+
+        spec = self.spec
+        trial = compared_point(self.exp.trials("student"), spec.methods.point, spec.search.metric, spec.search.mode)
+        if trial is None:
+            raise PipelineError(
+                f"no finished trial in the student search to compare the methods at; see {self.exp.results_dir}"
+            )
+        trades = bool(spec.search.objectives) or spec.methods.point is not None
+        return trial, architecture_of(trial, spec.search.space) if trades else {}
+
     def tune_args(self) -> dict[str, Any]:
         """The keyword arguments of `tune.run_tune_stage` that come from the run."""
         return {"printer": self.say, "interruption": self.interruption, "resume_cmd": self.resume_cmd}

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import PipelineError, last_line
 from ..experiment import best_trial
+from ..experiment.results import format_value
 from ..spec import Spec
 from .base import Context, Stage, plain
 
@@ -27,8 +28,11 @@ def _configs(ctx: Context) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     from ..methods import method_params, method_spaces
 
     spec, exp = ctx.spec, ctx.exp
-    bests = {}
-    for method, search in _SEARCHES.items() if spec.methods.search == "per_method" else [("SKD", "student")]:
+    point, architecture = ctx.compared_point()  # SKD: the best trial, or the one methods.point chooses
+    bests = {"SKD": point}
+    for method, search in _SEARCHES.items() if spec.methods.search == "per_method" else []:
+        if method == "SKD":
+            continue
         best = best_trial(exp.trials(search), spec.search.metric, spec.search.mode)
         if best is None:
             raise PipelineError(
@@ -39,7 +43,7 @@ def _configs(ctx: Context) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         params = {p: plain(bests["SKD"][p]) for p in spec.search.space}
         chosen = spec.student_for(params)
         return method_params(params, chosen.w_kd, chosen.w_skd), dict.fromkeys(_SEARCHES, bests["SKD"]["trial_id"])
-    spaces = method_spaces(dict(spec.search.space), spec.student.w_kd, spec.student.w_skd)
+    spaces = method_spaces(dict(spec.search.space), spec.student.w_kd, spec.student.w_skd, architecture)
     configs = {m: {p: plain(bests[m][p]) for p in spaces[m][0]} | spaces[m][1] for m in _SEARCHES}
     return configs, {m: bests[m]["trial_id"] for m in _SEARCHES}
 
@@ -71,6 +75,11 @@ class MethodsStage(Stage):
             else "the best configuration as no-KD, KD and SKD"
         )
         ctx.say(f"[methods] retraining {what} with the same {len(seeds)} seed(s) each")
+        point, architecture = ctx.compared_point()
+        if architecture:
+            held = ", ".join(f"{k}={format_value(v)}" for k, v in architecture.items())
+            why = f"the best within {spec.methods.point}" if spec.methods.point else f"the best {spec.search.metric}"
+            ctx.say(f"[methods] compared at SKD trial {point['trial_id']} ({why}); KD and no-KD hold {held}")
         stage = ctx.student_stage(
             "methods",
             method_trainable,

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import ResultsError
 from ..experiment.layout import results_file
+from ..experiment.results import format_value
 from ..spec import Objective, Spec
 from .base import Context, Stage
 
@@ -43,16 +44,16 @@ class StudentStage(Stage):
         except ResultsError:
             return False
 
-    def search(self, spec: Spec) -> tuple[dict[str, Any], dict[str, float]]:
+    def search(self, ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the space this search explores, the parameters it holds fixed)."""
-        return dict(spec.search.space), {}
+        return dict(ctx.spec.search.space), {}
 
     def run(self, ctx: Context) -> dict[str, Any]:
         from ..tune import run_tune_stage, trial_id_of
         from ..tune.trainables import student_trainable
 
         spec, s = ctx.spec, ctx.spec.search
-        space, fixed = self.search(spec)
+        space, fixed = self.search(ctx)
         objectives = self.objectives(spec)
         if objectives:
             ctx.say(_objectives_line(self.name, objectives, s.scheduler.name))
@@ -162,12 +163,14 @@ class MethodSearchStage(StudentStage):
     def applies(self, spec: Spec) -> bool:
         return spec.methods.seeds > 0 and spec.methods.search == "per_method"
 
-    def search(self, spec: Spec) -> tuple[dict[str, Any], dict[str, float]]:
+    def search(self, ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
         from ..methods import method_spaces
 
-        return method_spaces(dict(spec.search.space), spec.student.w_kd, spec.student.w_skd)[self.method]
+        spec = ctx.spec
+        _, architecture = ctx.compared_point()
+        return method_spaces(dict(spec.search.space), spec.student.w_kd, spec.student.w_skd, architecture)[self.method]
 
     def show(self, ctx: Context, record: dict[str, Any]) -> None:
         searched = ", ".join(record.get("searched") or []) or "nothing (one run of the spec's values)"
-        fixed = ", ".join(f"{k}={v:g}" for k, v in (record.get("fixed") or {}).items())
+        fixed = ", ".join(f"{k}={format_value(v)}" for k, v in (record.get("fixed") or {}).items())
         ctx.say(f"[{self.name}] {self.method}: {record['trials']} trial(s) over {searched}; fixed {fixed}")
