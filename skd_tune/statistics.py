@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["CONFIDENCE", "WILCOXON_MIN_PAIRS", "Interval", "PairedDifference", "mean_interval", "paired_difference"]
 
@@ -53,6 +52,8 @@ def mean_interval(values, confidence: float = CONFIDENCE) -> Interval:
     if n < 2:
         return Interval(1, mean, math.nan, math.nan, math.nan)
     std = float(x.std(ddof=1))
+    from scipy import stats  # imported on use: `skd-tune status` formats stored tables without it
+
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
     return Interval(n, mean, std, mean - half, mean + half)
 
@@ -97,6 +98,8 @@ def _p(p: float) -> str:
 
 def paired_difference(a_name: str, a, b_name: str, b, confidence: float = CONFIDENCE) -> PairedDifference:
     """`a − b` for values paired by position (the same seed); pairs with a NaN on either side are dropped."""
+    from scipy import stats
+
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired values need the same length, got {len(a)} and {len(b)}")

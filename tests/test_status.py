@@ -124,3 +124,22 @@ def test_status_lists_the_pareto_front_of_a_multi_objective_search(tmp_path):
         "  b: val_f1 0.9500, params 4000; temperature=2.5, w_skd=0.5, w_kd=0.1, lr=0.02",
     ]
     assert not lines[start + 3].startswith("  ")
+
+
+def test_status_loads_neither_torch_nor_ray(exp):
+    """`skd-tune status` reads files only: the CLI path imports no torch, Ray, scipy, scikit-learn or Optuna
+    (on a finished digits experiment it answers in under a second)."""
+    import subprocess
+    import sys
+
+    exp.mark_done("teacher", checkpoint="teacher/x", metrics={"val_f1": 0.99})
+    code = (
+        "import sys\n"
+        "from skd_tune.cli import main\n"
+        f"rc = main(['status', {str(exp.root)!r}])\n"
+        "heavy = sorted(m for m in ('torch', 'ray', 'scipy', 'sklearn', 'optuna') if m in sys.modules)\n"
+        "print('HEAVY', rc, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY 0 []" in out.stdout, out.stdout
