@@ -124,3 +124,30 @@ def test_the_method_table_compares_the_chosen_point_at_its_architecture(pareto_r
         searched = pd.read_parquet(exp / "results" / f"{stage.replace('search_', '')}_trials.parquet")
         assert (searched["params"] == point["params"]).all()
     assert f"[methods] compared at SKD trial {point['trial_id']} (the best within params<=20000)" in proc.stdout
+
+
+def test_duckdb_reads_the_tables_as_written(pareto_run):
+    """The README's query: the best val F1 and the smallest student per model, straight from the Parquet
+    files (joined with the per-epoch table) while or after the search runs."""
+    import duckdb
+
+    _, exp, _ = pareto_run
+    trials, epochs = exp / "results" / "trials.parquet", exp / "results" / "epochs.parquet"
+    rows = duckdb.sql(
+        f"""
+        select t.model, count(distinct t.trial_id) as trials, max(t.best_val_f1) as best_f1,
+               min(t.params) as smallest, sum(e.epoch_time_s) as train_s
+        from '{trials}' t join '{epochs}' e using (trial_id)
+        group by t.model order by best_f1 desc
+        """
+    ).fetchall()
+    t, e = pd.read_parquet(trials), pd.read_parquet(epochs)
+    expected = t.groupby("model").agg(
+        trials=("trial_id", "nunique"), best_f1=("best_val_f1", "max"), smallest=("params", "min")
+    )
+    assert {r[0] for r in rows} == set(expected.index) and [r[2] for r in rows] == sorted(
+        expected["best_f1"], reverse=True
+    )
+    for model, n, best, smallest, train_s in rows:
+        assert (n, best, smallest) == tuple(expected.loc[model])
+        assert train_s == pytest.approx(e[e["trial_id"].isin(t[t["model"] == model]["trial_id"])]["epoch_time_s"].sum())
