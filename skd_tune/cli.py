@@ -90,16 +90,23 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .experiment import resolve_spec
     from .pipeline import run
+    from .progress import Terminal
 
-    summary = run(
-        resolve_spec(args.spec),
-        address=args.address,
-        verbose=args.verbose,
-        resume_cmd=f"skd-tune run {args.spec}",
-        printer=lambda line: print(line, flush=True),
-        node_wait_s=args.node_wait,
-        force=args.force,
-    )
+    # On a terminal, one live display per Tune stage redrawn in place; else (a log, a pipe) plain lines.
+    printer = Terminal() if sys.stdout.isatty() else (lambda line: print(line, flush=True))
+    try:
+        summary = run(
+            resolve_spec(args.spec),
+            address=args.address,
+            verbose=args.verbose,
+            resume_cmd=f"skd-tune run {args.spec}",
+            printer=printer,
+            node_wait_s=args.node_wait,
+            force=args.force,
+        )
+    finally:
+        if isinstance(printer, Terminal):
+            printer.close()  # a display a stopped run left up
     print(f"done in {summary.seconds:.0f} s: {summary.experiment}")
     return 0
 

@@ -44,20 +44,23 @@ def test_results_callback_feeds_the_tables_and_pickles_to_nothing(tmp_path):
     tables.close()
 
 
-def test_progress_line_changes_only_with_the_picture():
+def test_progress_lines_only_for_finished_trials_and_the_stage_end():
     lines = []
     best = {"trial_id": "t2", "best_val_f1": 0.91234, "lr": 0.012345}
     cb = ProgressCallback("student", 4, "val_f1", ["lr"], lambda: best, lines.append)
-    trials = [_trial("t1"), _trial("t2")]
+    trials = [_trial("t1", lr=0.02), _trial("t2", lr=0.012345)]
     cb.on_trial_start(0, trials, trials[0])
-    cb.on_trial_result(0, trials, trials[0], {})
-    assert lines == ["[student] trials 0/4 done, 2 running, 2 pending, 0 errored | best val_f1 0.9123 (t2: lr=0.01235)"]
+    cb.on_trial_result(0, trials, trials[0], {"val_f1": 0.8})
+    cb.on_trial_result(0, trials, trials[0], {"val_f1": 0.85})
+    assert lines == []  # no line per status change or result: the summary comes at most every 30 s
     trials[0].status = "TERMINATED"
     cb.on_trial_complete(0, trials, trials[0])
-    assert lines[-1].startswith("[student] trials 1/4 done, 1 running, 2 pending, 0 errored | best")
-    assert len(lines) == 2
+    assert lines == ["[student] trial t1 done: val_f1 0.8500 (lr=0.02)"]
     cb.on_experiment_end(trials)
-    assert len(lines) == 2  # nothing changed: no new line
+    assert (
+        lines[-1] == "[student] trials 1/4 done, 1 running, 2 pending, 0 errored | best val_f1 0.9123 (t2: lr=0.01235)"
+    )
+    assert len(lines) == 2
 
 
 def test_interruption_forwards_to_tune_and_restores_the_handlers():
@@ -113,7 +116,7 @@ def test_schedulers_from_the_spec():
     assert isinstance(SCHEDULERS["fifo"](SearchSpec(), 20), FIFOScheduler)
 
 
-def test_the_search_space_is_translated_once_for_optuna():
+def test_the_search_space_is_translated_once_for_optuna(tmp_path):
     space = {
         "lr": Distribution(loguniform=(1e-3, 1e-1)),
         "batch_size": Distribution(int=(32, 128)),
@@ -124,14 +127,15 @@ def test_the_search_space_is_translated_once_for_optuna():
     assert optuna_space["lr"] == optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)
     assert optuna_space["batch_size"] == optuna.distributions.IntDistribution(32, 128)  # inclusive, as the spec
     assert optuna_space["curriculum.pacing"] == optuna.distributions.CategoricalDistribution(["none", "root"])
-    searcher = make_searcher(SearchSpec(max_concurrent=3), space, seed=0)
+    searcher = make_searcher(SearchSpec(max_concurrent=3), space, seed=0, max_epochs=3)
+    searcher.searcher.attach(tmp_path / "optuna" / "student.log")
     assert searcher.max_concurrent == 3
     config = searcher.suggest("trial-1")
     assert set(config) == set(space) and 32 <= config["batch_size"] <= 128 and isinstance(config["batch_size"], int)
-    assert make_searcher(SearchSpec(), {}, seed=0) is None  # no space: one trial of the spec's own values
+    assert make_searcher(SearchSpec(), {}, seed=0, max_epochs=3) is None  # no space: one trial of the spec's own values
 
 
-def test_a_multi_objective_searcher_gets_every_objective_and_the_method_searches_one():
+def test_a_multi_objective_searcher_gets_every_objective_and_the_method_searches_one(tmp_path):
     """With objectives, OptunaSearch holds lists of metrics and modes over a multi-objective study (NSGA-II
     here); its Pareto front (Optuna's best_trials) is pareto.py's front of the same values. Without them
     (the KD / no-KD searches of the same spec), one metric."""
@@ -150,24 +154,26 @@ def test_a_multi_objective_searcher_gets_every_objective_and_the_method_searches
     assert (
         StudentStage().objectives(spec) == s.objectives and MethodSearchStage("search_kd", "KD").objectives(spec) == ()
     )
-    limiter = make_searcher(s, space, seed=0, objectives=StudentStage().objectives(spec))
+    limiter = make_searcher(s, space, seed=0, objectives=StudentStage().objectives(spec), max_epochs=3)
     optuna_search = limiter.searcher
+    optuna_search.attach(tmp_path / "student.log")
     assert optuna_search.metric == ["val_f1", "params"] and optuna_search.mode == ["max", "min"]
     assert isinstance(optuna_search._sampler, optuna.samplers.NSGAIISampler)
-    study = optuna_search._ot_study
+    study = optuna_search._study()
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     rows = []
     for i in range(8):
         config = limiter.suggest(f"t{i}")  # each completed before the next: never over max_concurrent
         result = {"val_f1": round(0.5 + config["w_kd"] / 2, 2), "params": int(1000 * config["lr"])}
-        limiter.on_trial_complete(f"t{i}", result)
+        limiter.on_trial_complete(f"t{i}", {**result, "training_iteration": 1})  # multi-objective: no pruning
         rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "epochs": 3, "max_epochs": 3, **result})
     assert len(rows) == 8 and [t.values for t in study.trials] == [[r["val_f1"], r["params"]] for r in rows]
     trials = pd.DataFrame(rows).rename(columns={"val_f1": "best_val_f1"})
     front = pareto_front(trials, s.objectives)
     assert sorted(t.number for t in study.best_trials) == sorted(int(t[1:]) for t in front["trial_id"])
-    single = make_searcher(s, space, seed=0).searcher  # what MethodSearchStage's searches get
-    assert single.metric == "val_f1" and single.mode == "max" and len(single._ot_study.directions) == 1
+    single = make_searcher(s, space, seed=0, max_epochs=3).searcher  # what MethodSearchStage's searches get
+    single.attach(tmp_path / "search_kd.log")
+    assert single.metric == "val_f1" and single.mode == "max" and len(single._study().directions) == 1
     assert _objectives_line("student", s.objectives, "asha") == (
         "[student] 2 objectives (val_f1 max, params min); ASHA stops trials on val_f1 alone, so a trial it stops "
         "early is not on the front; scheduler: fifo avoids that"

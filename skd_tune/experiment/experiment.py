@@ -86,6 +86,11 @@ class Experiment:
         base = self.remote.uri if self.remote is not None else str(self.root.resolve())
         return join(base, layout.TUNE_DIRS[stage]) if stage else base
 
+    def study_path(self, stage: str) -> Path:
+        """The Optuna journal file of `stage` (study name: `stage`), local (in the mirror on a URI storage:
+        `sync(layout.study_file(stage))` uploads it)."""
+        return self.path(layout.study_file(stage))
+
     def tune_storage(self) -> tuple[Any, str]:
         """(pyarrow filesystem, path) of the Tune experiments' storage, as Ray Tune's trials carry it."""
         if self.remote is not None:

@@ -8,6 +8,8 @@
   teacher_logits/           {train,val,test}.npy: the frozen teacher's logits (derived: rebuilt when damaged)
   results/                  the Parquet tables and their journals, data.json, subclasses.json
   export/                   the best student (model.pt + meta.json)
+  optuna/                   <stage>.log: the Optuna study of each Optuna-driven Tune stage (a journal file,
+                            study name = the stage: `optuna-dashboard optuna/student.log`)
   report/                   `skd-tune report`
   .lock                     the local driver lock; `.lease.json` on a URI storage
   .driver.json              local Ray processes of the driver (stopped if it was killed)
@@ -22,6 +24,7 @@ __all__ = [
     "LOCK",
     "LOGITS",
     "LOGIT_SPLITS",
+    "OPTUNA",
     "REPORT",
     "RESULTS",
     "SPEC",
@@ -29,6 +32,7 @@ __all__ = [
     "TABLES",
     "TUNE_DIRS",
     "results_file",
+    "study_file",
     "table_files",
 ]
 
@@ -39,6 +43,7 @@ LOGIT_SPLITS = ("train", "val", "test")
 RESULTS = "results"
 EXPORT = "export"
 REPORT = "report"
+OPTUNA = "optuna"
 LOCK = ".lock"
 LEASE = ".lease.json"
 DRIVER_RECORD = ".driver.json"
@@ -75,3 +80,8 @@ def table_files(table: str) -> dict[str, str]:
         kind: f"{RESULTS}/{prefix}{kind}.{ext}"
         for kind, ext in (("trials", "parquet"), ("epochs", "parquet"), ("journal", "jsonl"))
     }
+
+
+def study_file(stage: str) -> str:
+    """`optuna/<stage>.log`: the Optuna journal file of the Tune stage `stage` (its study is named `stage`)."""
+    return f"{OPTUNA}/{stage}.log"

@@ -1,4 +1,4 @@
-"""Ray Tune callbacks, one concern each: the results tables, and the progress line.
+"""Ray Tune callbacks, one concern each: the results tables, and the progress display.
 
 Both are built by the stage for the run at hand (`stage.run_tune_stage` gives a restored Tune
 experiment this run's callbacks again), so they hold this process's objects (the tables, the printer)
@@ -17,6 +17,7 @@ from ray import tune
 
 from ..experiment import ResultsTables
 from ..experiment.results import format_value
+from ..progress import Display, Snapshot, display_for
 
 __all__ = ["ProgressCallback", "ResultsCallback"]
 
@@ -82,10 +83,14 @@ class ResultsCallback(_ThisRunOnly, tune.Callback):
 
 
 class ProgressCallback(_ThisRunOnly, tune.Callback):
-    """One line through `printer` whenever the trials' statuses change, with the best trial so far.
+    """Drives the stage's progress display (`progress.display_for(printer)`: live on a terminal, else
+    plain lines): the picture on every status change, a line about each trial that finishes, and the
+    stage's summary line at the end.
 
     Runs between every two results of the trials, which wait for the driver: kept cheap. The best
-    trial (`best()`, a pass over the tables) is looked up at most once a second."""
+    trial (`best()`, a pass over the tables) is looked up at most once a second; each trial's own best
+    `metric` is kept as its results arrive (`mode`: max or min; default, that of the tables `best`
+    belongs to, else max)."""
 
     def __init__(
         self,
@@ -95,49 +100,75 @@ class ProgressCallback(_ThisRunOnly, tune.Callback):
         param_names: list[str],
         best: Callable[[], dict[str, Any] | None],
         printer: Callable[[str], None],
+        mode: str | None = None,
     ):
         self.label, self.total, self.metric, self.param_names = label, total, metric, list(param_names)
         self.best, self.printer = best, printer
-        self._last_line, self._best_part, self._last_lookup = "", "", 0.0
+        self.mode = mode or getattr(getattr(best, "__self__", None), "mode", "max")
+        self.display: Display | None = None
+        self._last: Snapshot | None = None
+        self._best_part, self._last_lookup = "", 0.0
+        self._trial_best: dict[str, float] = {}
 
-    def line(self, trials: list[Any], *, look_up_best: bool) -> str:
-        counts = Counter(t.status for t in trials)
+    def _params(self, params: dict[str, Any]) -> str:
+        return ", ".join(f"{p}={format_value(params[p])}" for p in self.param_names if params.get(p) is not None)
+
+    def snapshot(self, trials: list[Any], *, look_up_best: bool, ended: tuple[Any, str] | None = None) -> Snapshot:
+        """The picture `trials` make; `ended`: (trial, status) of a trial Tune has not yet marked ended."""
+        counts = Counter(ended[1] if ended and t is ended[0] else t.status for t in trials)
         pending = max(self.total - len(trials), 0) + counts["PENDING"]
-        line = (
-            f"[{self.label}] trials {counts['TERMINATED']}/{self.total} done, {counts['RUNNING']} running, "
-            f"{pending} pending, {counts['ERROR']} errored"
-        )
         if look_up_best:
             best = self.best()
             if best is not None:
-                params = ", ".join(f"{p}={format_value(best.get(p))}" for p in self.param_names)
-                self._best_part = (
-                    f" | best {self.metric} {best[f'best_{self.metric}']:.4f} "
-                    f"({best['trial_id']}{': ' + params if params else ''})"
-                )
-        return line + self._best_part
+                params = self._params(best)
+                value, trial_id = best[f"best_{self.metric}"], best["trial_id"]
+                self._best_part = f"{self.metric} {value:.4f} ({trial_id}{': ' + params if params else ''})"
+        return Snapshot(
+            self.label, self.total, counts["TERMINATED"], counts["RUNNING"], pending, counts["ERROR"], self._best_part
+        )
 
-    def _show(self, trials: list[Any], force: bool = False) -> None:
+    def finished_line(self, trial: Any, errored: bool = False) -> str:
+        params = self._params(trial.config)
+        value = self._trial_best.get(trial.trial_id)
+        what = "errored" if errored else (f"{self.metric} {value:.4f}" if value is not None else "no result")
+        return f"[{self.label}] trial {trial.trial_id} {'' if errored else 'done: '}{what}" + (
+            f" ({params})" if params else ""
+        )
+
+    def _show(self, trials: list[Any], finished: str | None = None, ended: tuple[Any, str] | None = None) -> None:
+        if self.display is None:
+            self.setup()
         now = time.monotonic()
-        look_up = force or now - self._last_lookup >= 1.0
+        look_up = finished is not None or now - self._last_lookup >= 1.0
         if look_up:
             self._last_lookup = now
-        line = self.line(trials, look_up_best=look_up)
-        if line != self._last_line:
-            self.printer(line)
-            self._last_line = line
+        snapshot = self.snapshot(trials, look_up_best=look_up, ended=ended)
+        if snapshot != self._last or finished:
+            self.display.update(snapshot, finished)
+            self._last = snapshot
+
+    def setup(self, **info):
+        self.display = display_for(self.printer)
+        self.display.start(self.label, self.total)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        if isinstance(value, int | float) and value == value:  # not NaN
+            seen = self._trial_best.get(trial.trial_id)
+            if seen is None or (value > seen if self.mode == "max" else value < seen):
+                self._trial_best[trial.trial_id] = float(value)
         self._show(trials)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._show(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._show(trials)
+        self._show(trials, self.finished_line(trial), (trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._show(trials)
+        self._show(trials, self.finished_line(trial, errored=True), (trial, "ERROR"))
 
     def on_experiment_end(self, trials, **info):
-        self._show(trials, force=True)
+        if self.display is None:
+            self.setup()
+        self.display.finish(self.snapshot(trials, look_up_best=True))

@@ -3,7 +3,8 @@
 `run_tune_stage(exp, spec, stage, ...)` wraps the trainable with its data and resources, creates the
 stage's Tuner or restores it (`Tuner.restore`: finished trials kept, running ones continued from their
 last checkpoint, errored ones resumed; Tune's `restart_errored` breaks `OptunaSearch`), gives it this
-run's callbacks (results tables, progress line, signals), fits it, and tells an interrupted stage
+run's callbacks (results tables, progress line, signals), gives its Optuna searcher the experiment's
+study file (`optuna/<stage>.log`, synced when the stage ends), fits it, and tells an interrupted stage
 (`SearchInterrupted`) and one whose every trial failed (`PipelineError`) from a finished one.
 
 Ray writes `tuner.pkl` when a Tuner is built, not atomically: a driver killed at that moment leaves a
@@ -23,10 +24,10 @@ from ray import tune
 
 from ..errors import PipelineError, SearchInterrupted, first_line, last_line
 from ..experiment import Experiment, ResultsTables
-from ..experiment.layout import TUNE_DIRS
+from ..experiment.layout import TUNE_DIRS, study_file
 from ..spec import Distribution, Objective, Resources, Spec
 from .callbacks import ProgressCallback, ResultsCallback
-from .search import SCHEDULERS, make_searcher
+from .search import SCHEDULERS, make_searcher, study_searcher
 from .signals import Interruption, SignalCallback
 
 __all__ = ["TuneStage", "run_tune_stage", "set_aside_damaged_state", "trial_id_of"]
@@ -78,7 +79,9 @@ def _tuner(exp: Experiment, spec: Spec, stage: TuneStage, trainable: Any, callba
             metric=s.metric,
             mode=s.mode,
             num_samples=1 if stage.grid else stage.total,
-            search_alg=make_searcher(s, stage.space, spec.seed, stage.objectives),
+            search_alg=make_searcher(
+                s, stage.space, spec.seed, stage.objectives, study_name=stage.name, max_epochs=stage.max_epochs
+            ),
             scheduler=SCHEDULERS[stage.scheduler](s, stage.max_epochs),
             max_concurrent_trials=s.max_concurrent,
             reuse_actors=stage.reuse_actors,
@@ -144,6 +147,15 @@ def _restore(exp: Experiment, stage: TuneStage, trainable: Any, callbacks: list)
     return tuner
 
 
+def _attach_study(exp: Experiment, stage: str, tuner: tune.Tuner) -> bool:
+    """Give the stage's Optuna searcher (if it has one) its study file: the experiment's current one
+    (also after the directory moved), uploaded after each trial on a URI storage. True if it has one."""
+    searcher = study_searcher(tuner._local_tuner._tune_config.search_alg)
+    if searcher is not None:
+        searcher.attach(exp.study_path(stage), lambda: exp.sync(study_file(stage)))
+    return searcher is not None
+
+
 def run_tune_stage(
     exp: Experiment,
     spec: Spec,
@@ -171,13 +183,17 @@ def run_tune_stage(
         tuner = _restore(exp, stage, trainable, callbacks)
     else:
         exp.delete_tune_experiment(stage.name)  # a Tuner whose construction was cut short: no trial ever ran
+        exp.study_path(stage.name).unlink(missing_ok=True)  # and its Optuna study, if any, is started afresh
         tuner = _tuner(exp, spec, stage, trainable, callbacks)
         exp.mark_started(stage.name)
+    has_study = _attach_study(exp, stage.name, tuner)
     try:
         grid = tuner.fit()
     finally:
         interruption.stage_ended()
         tables.flush(force=True)
+        if has_study and exp.study_path(stage.name).exists():
+            exp.sync(study_file(stage.name))
     finished = grid.num_terminated + grid.num_errors
     if interruption.interrupted or finished < stage.total:
         tables.close()
