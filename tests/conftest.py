@@ -71,6 +71,16 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Completed
     )
 
 
+def run_spec(cwd: Path, raw: dict) -> tuple[Path, subprocess.CompletedProcess]:
+    """Write the spec `raw` into `cwd` and run it to the end with `skd-tune run` (which must succeed);
+    returns (the experiment directory, the finished process)."""
+    spec_path = cwd / f"{raw['name']}.yaml"
+    spec_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = run_cli("run", str(spec_path), cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return cwd / raw.get("storage", "runs") / raw["name"], proc
+
+
 class Barrier:
     """The trainables' test-only barrier (`SKD_TUNE_TEST_BARRIER`, see skd_tune/tune/trainables.py): every
     trial of `stage` that reaches `epoch` (the teacher-logits computation: stage "teacher_logits", epoch 0)

@@ -13,7 +13,7 @@ import yaml
 
 from skd_tune.spec import load_spec
 
-from .conftest import REPO, TINY_SPEC, deep_update, run_cli
+from .conftest import REPO, TINY_SPEC, deep_update, run_cli, run_spec
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +31,8 @@ INVENTED = deep_update(
 @pytest.fixture(scope="module")
 def invented_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("inv")
-    spec_path = cwd / "inv.yaml"
-    spec_path.write_text(yaml.safe_dump(INVENTED, sort_keys=False))
-    proc = run_cli("run", str(spec_path), cwd=cwd)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return cwd, cwd / "runs" / "inv", proc
+    exp, proc = run_spec(cwd, INVENTED)
+    return cwd, exp, proc
 
 
 def test_teacher_search_over_beta_and_diagnostics(invented_run):

@@ -35,16 +35,12 @@ PARETO = {
 
 @pytest.fixture(scope="module")
 def pareto_run(tmp_path_factory):
-    import yaml
 
-    from .conftest import TINY_SPEC, deep_update
+    from .conftest import TINY_SPEC, deep_update, run_spec
 
     cwd = tmp_path_factory.mktemp("pareto")
-    spec_path = cwd / "pareto.yaml"
-    spec_path.write_text(yaml.safe_dump(deep_update(TINY_SPEC, {"name": "pareto", **PARETO}), sort_keys=False))
-    proc = run_cli("run", str(spec_path), cwd=cwd)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return cwd, cwd / "runs" / "pareto", proc
+    exp, proc = run_spec(cwd, deep_update(TINY_SPEC, {"name": "pareto", **PARETO}))
+    return cwd, exp, proc
 
 
 def test_every_trial_measures_its_cost_and_the_front_is_written(pareto_run):

@@ -62,6 +62,8 @@ class Context:
         from ..errors import PipelineError
         from ..experiment.selection import architecture_of, compared_point
 
+        if "point" in self.cache:  # read once per run: the student search is finished before any caller
+            return self.cache["point"]
         spec = self.spec
         trial = compared_point(self.exp.trials("student"), spec.methods.point, spec.search.metric, spec.search.mode)
         if trial is None:
@@ -69,7 +71,8 @@ class Context:
                 f"no finished trial in the student search to compare the methods at; see {self.exp.results_dir}"
             )
         trades = bool(spec.search.objectives) or spec.methods.point is not None
-        return trial, architecture_of(trial, spec.search.space) if trades else {}
+        self.cache["point"] = (trial, architecture_of(trial, spec.search.space) if trades else {})
+        return self.cache["point"]
 
     def tune_args(self) -> dict[str, Any]:
         """The keyword arguments of `tune.run_tune_stage` that come from the run."""
