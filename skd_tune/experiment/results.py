@@ -120,6 +120,13 @@ class ResultsTables:
         self.on_write = on_write
         self._epochs: list[dict[str, Any]] = []
         self._trials: dict[str, dict[str, Any]] = {}
+        # Kept as records arrive, so that a table's rows cost what changed, not the whole search: each
+        # trial's epochs by epoch number (the last report of an epoch wins) and its trials-table row,
+        # recomputed only for the trials touched since (`_stale`).
+        self._by_trial: dict[str, dict[Any, dict[str, Any]]] = {}
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._stale: set[str] = set()
+        self._write_s = 0.0  # how long the last flush took (the flush interval adapts to it)
         self._last_flush = 0.0
         self._dirty = False
         self._journal = None
@@ -144,6 +151,9 @@ class ResultsTables:
     def _drop_trial(self, trial_id: str) -> None:
         self._trials.pop(trial_id, None)
         self._epochs = [row for row in self._epochs if row["trial_id"] != trial_id]
+        self._by_trial.pop(trial_id, None)
+        self._rows.pop(trial_id, None)
+        self._stale.discard(trial_id)
         self._dirty = True
 
     def trial_ids(self) -> list[str]:
@@ -174,6 +184,7 @@ class ResultsTables:
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[k] = v
         self._epochs.append(row)
+        self._by_trial.setdefault(trial_id, {})[row.get("epoch")] = row
         self._set_trial(trial_id, params=params, status="RUNNING")
 
     def _set_trial(
@@ -199,6 +210,7 @@ class ResultsTables:
             info["error"] = error
         if max_epochs is not None:
             info["max_epochs"] = max_epochs
+        self._stale.add(trial_id)
         self._dirty = True
 
     # -- output ----------------------------------------------------------------------------------
@@ -216,56 +228,78 @@ class ResultsTables:
         as in COST_METRICS, holding the trial's value (the same in each of its epochs; its last reported).
         The columns appear once any trial has reported its cost (student and method trials; never a teacher's).
 
-        Built from the epochs in one pass (grouped once, not filtered per trial): the driver calls this on
-        every flush and progress line, so its cost is paid between a trial's reports."""
-        epochs = self.epochs_frame()
-        by_trial = dict(tuple(epochs.groupby("trial_id", sort=False))) if not epochs.empty else {}
-        empty = epochs.iloc[0:0]
-        rows = []
-        for trial_id, info in self._trials.items():
-            row = {"trial_id": trial_id, **{p: info.get(p) for p in self.param_names}, "status": info["status"]}
-            mine = by_trial.get(trial_id, empty)
-            row["epochs"] = int(len(mine))
-            if len(mine) and self.metric in mine:
-                values = mine[self.metric].astype(float)
-                if values.notna().any():
-                    best = mine.loc[values.idxmax() if self.mode == "max" else values.idxmin()]
-                else:  # the metric was NaN in every epoch (a diverged trial): report the last epoch
-                    best = mine.iloc[-1]
-                last = mine.iloc[-1]
-                row["best_epoch"] = int(best["epoch"])
-                for col in [c for c in mine.columns if c.startswith("val_")]:
-                    row[f"best_{col}"] = float(best[col])
-                    row[f"last_{col}"] = float(last[col])
-                row["time_total_s"] = float(mine["epoch_time_s"].sum()) if "epoch_time_s" in mine else math.nan
-            for col in [c for c in COST_METRICS if c in mine]:
-                known = mine[col].dropna()
-                row[col] = float(known.iloc[-1]) if len(known) else math.nan
-            max_epochs = info.get("max_epochs")
-            row["max_epochs"] = max_epochs
-            row["stopped_early"] = bool(max_epochs and info["status"] == "TERMINATED" and row["epochs"] < max_epochs)
-            row["checkpoint_path"] = info.get("checkpoint_path")
-            row["error"] = info.get("error")
-            rows.append(row)
-        df = pd.DataFrame(rows)
+        The driver calls this on every flush, so a row is recomputed only when its trial changed (`_row`);
+        building the frame from the kept rows is all that grows with the size of the search."""
+        self._refresh_rows()
+        df = pd.DataFrame([self._rows[t] for t in sorted(self._rows)])
         if df.empty:
             return pd.DataFrame({"trial_id": pd.Series(dtype="string"), "status": pd.Series(dtype="string")})
         for col in ("checkpoint_path", "error"):
             df[col] = df[col].astype("string")
-        return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
+        return df
+
+    def _refresh_rows(self) -> None:
+        for trial_id in self._stale:
+            if trial_id in self._trials:
+                self._rows[trial_id] = self._row(trial_id)
+        self._stale.clear()
+
+    def _row(self, trial_id: str) -> dict[str, Any]:
+        """A trial's row of the trials table, from its own epochs (ordered by epoch, the last report of each).
+        The best epoch is the first with the best `metric` (NaN skipped); in a trial whose every epoch had
+        NaN (a diverged one), the last epoch."""
+        info = self._trials[trial_id]
+        row = {"trial_id": trial_id, **{p: info.get(p) for p in self.param_names}, "status": info["status"]}
+        epochs = self._by_trial.get(trial_id, {})
+        mine = [epochs[e] for e in sorted(epochs, key=_epoch_order)]
+        row["epochs"] = len(mine)
+        if mine:
+            scored = [(v, i) for i, r in enumerate(mine) if (v := _number(r.get(self.metric))) == v]
+            sign = -1.0 if self.mode == "max" else 1.0
+            best = mine[min(scored, key=lambda vi: (sign * vi[0], vi[1]))[1]] if scored else mine[-1]
+            last = mine[-1]
+            row["best_epoch"] = int(best["epoch"])
+            for col in sorted({c for r in mine for c in r if c.startswith("val_")}):
+                row[f"best_{col}"] = _number(best.get(col))
+                row[f"last_{col}"] = _number(last.get(col))
+            times = [_number(r.get("epoch_time_s")) for r in mine if "epoch_time_s" in r]
+            row["time_total_s"] = math.fsum(t for t in times if t == t) if times else math.nan
+        for col in COST_METRICS:
+            known = [v for r in mine if (v := _number(r.get(col))) == v]
+            if known or any(col in r for r in mine):
+                row[col] = known[-1] if known else math.nan
+        max_epochs = info.get("max_epochs")
+        row["max_epochs"] = max_epochs
+        row["stopped_early"] = bool(max_epochs and info["status"] == "TERMINATED" and row["epochs"] < max_epochs)
+        row["checkpoint_path"] = info.get("checkpoint_path")
+        row["error"] = info.get("error")
+        return row
 
     def best_trial(self) -> dict[str, Any] | None:
-        """The best trial so far (`best_trial` of the trials table), as a dict; None before any epoch."""
-        return best_trial(self.trials_frame(), self.metric, self.mode)
+        """The best trial so far (as `best_trial` of the trials table: ties, the first by trial id), as a
+        dict of its row; None before any epoch. A pass over the kept rows, without building the frame."""
+        self._refresh_rows()
+        col, best = f"best_{self.metric}", None
+        for trial_id in sorted(self._rows):
+            value = _number(self._rows[trial_id].get(col))
+            if value != value:
+                continue
+            if best is None or (value > best[0] if self.mode == "max" else value < best[0]):
+                best = (value, trial_id)
+        return dict(self._rows[best[1]]) if best else None
 
     def flush(self, force: bool = False) -> bool:
-        """Rewrite both tables if anything changed (at most every `min_interval_s` unless `force`)."""
+        """Rewrite both tables if anything changed: at most every `min_interval_s`, or 19 times as long as
+        the last rewrite took (so rewriting stays under 5% of the driver's time as the tables grow), unless
+        `force`. Nothing waiting is lost meanwhile: every record is in the journal already."""
         now = time.monotonic()
-        if not self._dirty or (not force and now - self._last_flush < self.min_interval_s):
+        interval = max(self.min_interval_s, 19 * self._write_s)
+        if not self._dirty or (not force and now - self._last_flush < interval):
             return False
         write_table_atomic(self.epochs_frame(), self.epochs_path)
         write_table_atomic(self.trials_frame(), self.trials_path)
-        self._last_flush = now
+        self._last_flush = time.monotonic()
+        self._write_s = self._last_flush - now
         self._dirty = False
         if self.on_write is not None:
             self.on_write([p for p in (self.journal_path, self.epochs_path, self.trials_path) if p.exists()])
@@ -300,6 +334,8 @@ class ResultsTables:
         epochs = self._read(self.epochs_path)
         if epochs is not None and not epochs.empty:
             self._epochs = epochs.to_dict("records")
+            for row in self._epochs:
+                self._by_trial.setdefault(row["trial_id"], {})[row.get("epoch")] = row
         trials = self._read(self.trials_path)
         if trials is not None and not trials.empty:
             for rec in trials.to_dict("records"):
@@ -323,6 +359,18 @@ class ResultsTables:
 
 
 _RECORD_STARTS = ('{"epoch"', '{"trial"', '{"drop"')  # how every journal record begins (see `_append`)
+
+
+def _number(value: Any) -> float:
+    """A metric as a float; NaN for a missing or non-numeric one."""
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _epoch_order(epoch: Any) -> tuple[int, float]:
+    return (0, float(epoch)) if isinstance(epoch, int | float) and epoch == epoch else (1, 0.0)
 
 
 def _last_byte(path: Path) -> bytes:

@@ -69,14 +69,14 @@ class ResultsCallback(_ThisRunOnly, tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._set(trial, status="TERMINATED")
-        self.tables.flush(force=True)
+        self.tables.flush()  # throttled: the journal has the record already; the stage's end forces a flush
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = None
         if trial.error_file and Path(trial.error_file).exists():
             error = Path(trial.error_file).read_text()[-4000:]
         self._set(trial, status="ERROR", error=error or "error")
-        self.tables.flush(force=True)
+        self.tables.flush()
 
     def on_experiment_end(self, trials, **info):
         self.tables.flush(force=True)
