@@ -286,9 +286,10 @@ class CheckpointPolicy:
       - it is the last epoch (its checkpoint has the best weights that export and the method table use);
       - `interval_s` seconds have passed since the last checkpoint (or since the trial started), which
         bounds the work an interrupted or failed trial runs again; `interval_s = 0`: every epoch;
-      - it is one of `decision_epochs` (where the scheduler may stop the trial: ASHA's rungs) and the best
-        epoch changed since the last checkpoint, so a stopped trial's latest checkpoint still holds its
-        best weights.
+      - it is one of `decision_epochs` (where the scheduler may stop the trial: ASHA's rungs), so a stopped
+        trial's latest checkpoint is at its last epoch, holding its best weights and every epoch reported.
+    So a trial that ended (finished or stopped) has a checkpoint at its last epoch: restored from an
+    older experiment snapshot, it goes on from there and trains no epoch again (tune/trainables.py).
     """
 
     interval_s: float
@@ -296,13 +297,9 @@ class CheckpointPolicy:
     decision_epochs: frozenset[int] = frozenset()
     last_saved: float = field(default_factory=time.monotonic)
 
-    def due(self, epoch: int, best_changed: bool, now: float | None = None) -> bool:
+    def due(self, epoch: int, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        return (
-            epoch >= self.last_epoch
-            or now - self.last_saved >= self.interval_s
-            or (best_changed and epoch in self.decision_epochs)
-        )
+        return epoch >= self.last_epoch or now - self.last_saved >= self.interval_s or epoch in self.decision_epochs
 
     def saved(self, now: float | None = None) -> None:
         self.last_saved = time.monotonic() if now is None else now
@@ -348,13 +345,17 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     epoch: int,
     best: dict | None = None,
+    history: list[dict] | None = None,
 ) -> None:
-    """Write a resumable checkpoint into `directory`: model, optimizer, finished epochs, and `best`
+    """Write a resumable checkpoint into `directory`: model, optimizer, finished epochs, `best`
     ({"model": state_dict, "epoch": int, "value": float}: the best epoch so far, carried forward so the
-    latest checkpoint alone holds everything and older ones can be deleted)."""
+    latest checkpoint alone holds everything and older ones can be deleted) and `history` (the metrics
+    reported for each epoch so far: plain numbers and strings, replayed by a restored trial)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(epoch)}
     if best is not None:
         state["best"] = best
+    if history is not None:
+        state["history"] = history
     torch.save(state, os.path.join(directory, STATE_FILE))
 
 

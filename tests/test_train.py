@@ -381,15 +381,14 @@ def test_invented_subclass_teacher_spreads_and_finds_the_digits() -> None:
 
 
 def test_checkpoint_policy_last_epoch_interval_and_rungs():
-    """Checkpoint at the last epoch, once `interval_s` has passed, and at a scheduler's decision epoch only
-    when the best epoch changed since the last checkpoint."""
+    """Checkpoint at the last epoch, once `interval_s` has passed, and at each of a scheduler's decision
+    epochs (where a trial may be stopped)."""
     p = CheckpointPolicy(interval_s=10.0, last_epoch=20, decision_epochs=frozenset({3, 9}), last_saved=100.0)
-    assert not p.due(1, best_changed=True, now=101.0)  # improved, but no rung and no time passed
-    assert not p.due(3, best_changed=False, now=102.0)  # a rung, but its best is already saved
-    assert p.due(3, best_changed=True, now=102.0)  # a rung with an unsaved best epoch
-    assert p.due(5, best_changed=False, now=110.0)  # the interval passed
+    assert not p.due(1, now=101.0)  # no rung, no time passed
+    assert p.due(3, now=102.0)  # a rung: a trial stopped there keeps a checkpoint of its last epoch
+    assert p.due(5, now=110.0)  # the interval passed
     p.saved(now=110.0)
-    assert not p.due(6, best_changed=False, now=119.9)
-    assert p.due(20, best_changed=False, now=111.0)  # the last epoch, always
+    assert not p.due(6, now=119.9)
+    assert p.due(20, now=111.0)  # the last epoch, always
     every = CheckpointPolicy(interval_s=0.0, last_epoch=20, last_saved=100.0)
-    assert all(every.due(e, best_changed=False, now=100.0) for e in range(1, 21))
+    assert all(every.due(e, now=100.0) for e in range(1, 21))

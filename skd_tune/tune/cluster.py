@@ -19,10 +19,11 @@ def init_ray(address: str | None = None, verbose: bool = False) -> bool:
     # Our Parquet tables are the record of every trial: skip Tune's CSV/JSON/TensorBoard loggers.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Snapshot Tune's experiment state at every step (its default: at most every 10 s). A trial that
-    # finished after the last snapshot is trained again after a SIGKILL; with this, the window is one
-    # step of the driver loop. Cheap at the scale of a search (one JSON file per step).
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    # Ray Tune's experiment snapshot keeps its default period ("auto": every 10 s, longer when a snapshot
+    # takes over 5% of the time): each snapshot rewrites every trial's state, so at every step it made a
+    # search's cost grow with the square of its trials (benchmarks/growth.py). A trial restored from an
+    # older snapshot goes on from its own latest checkpoint (tune/trainables.py), so the trials that
+    # ended since are not trained again.
     import ray
 
     if not verbose:

@@ -2,8 +2,8 @@
 
 Each trainable turns Ray's config dict into a typed spec on its first line, receives the dataset (and
 the cached teacher logits) once through the object store (`tune.with_parameters`), reports metrics
-every epoch with a checkpoint when the `CheckpointPolicy` says so, and continues from
-`tune.get_checkpoint()` after a restore.
+every epoch with a checkpoint when the `CheckpointPolicy` says so, and continues after a restore from
+its latest checkpoint: Tune's, or a later one in its own directory (`_newer_state`).
 
 Test-only switch (off unless set): `SKD_TUNE_TEST_BARRIER=DIR:STAGE:EPOCH` makes every trial of STAGE
 (teacher, student, methods) that reports epoch EPOCH write `DIR/reached-<pid>-<epoch>` and wait until
@@ -47,30 +47,75 @@ def _barrier(stage: str, epoch: int) -> None:
         time.sleep(0.05)
 
 
+def _newer_state(known: dict | None) -> dict | None:
+    """The latest complete checkpoint in this trial's own directory, if it is later than `known` (the
+    one Ray restored the trial from, None for none). Ray Tune snapshots its experiment every few seconds,
+    not at every report: a trial restored from an older snapshot finds here the checkpoints it wrote
+    after it (its last epoch's, if it ended). A checkpoint cut short by the kill is passed over."""
+    import pyarrow.fs as pafs
+
+    storage = tune.get_context().get_storage()
+    fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
+    entries = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    newest, done = None, int(known["epoch"]) if known else 0
+    for entry in entries:
+        if entry.type != pafs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
+            continue
+        try:
+            with tune.Checkpoint(entry.path, filesystem=fs).as_directory() as d:
+                state = load_state(d)
+        except CheckpointError:
+            continue
+        if int(state["epoch"]) > max(done, int(newest["epoch"]) if newest else 0):
+            newest = state
+    return newest
+
+
+def _plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()}
+
+
 def _report_epochs(run: TrainingRun, stage: str, policy: CheckpointPolicy) -> None:
-    """The shared epoch loop: resume from Tune's checkpoint, then report every epoch, with a checkpoint
-    when `policy` says so; every checkpoint also carries the best epoch's weights. A student's epochs also
-    report its cost (`run.cost`, names.COST_METRICS): the same numbers every epoch, so both results tables
-    hold them."""
-    start_epoch, best_changed = 0, False
+    """The shared epoch loop: resume from the latest checkpoint (`_newer_state`, else Tune's), then
+    report every epoch, with a checkpoint when `policy` says so; every checkpoint also carries the best
+    epoch's weights and the metrics of every epoch so far. The epochs reported after the checkpoint Ray
+    restored from (which Ray's snapshot does not hold) are reported again as they were, the last with a
+    checkpoint: nothing trained again, the same rows in the results tables, the scheduler and Optuna see
+    them in order. A student's epochs also report its cost (`run.cost`, names.COST_METRICS): the same
+    numbers every epoch, so both results tables hold them."""
+    known, history = None, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            start_epoch = run.restore(load_state(d))
-    for metrics, improved in run.epochs(start_epoch):
+            known = load_state(d)
+    state = _newer_state(known) or known
+    start_epoch = run.restore(state) if state is not None else 0
+    if state is not None:
+        history = list(state.get("history", []))
+        replay = [m for m in history if int(known["epoch"] if known else 0) < int(m["epoch"]) <= start_epoch]
+        for metrics in replay[:-1]:
+            tune.report(metrics)
+        if replay:
+            _report_with_checkpoint(run, replay[-1], history)
+            policy.saved()
+    for metrics, _ in run.epochs(start_epoch):
         if run.cost:
             metrics = {**metrics, **run.cost}
-        best_changed = best_changed or improved
+        metrics = _plain_metrics(metrics)
+        history.append(metrics)
         epoch = int(metrics["epoch"])
         _barrier(stage, epoch)
-        if not policy.due(epoch, best_changed):
+        if not policy.due(epoch):
             tune.report(metrics)
             continue
-        with tempfile.TemporaryDirectory() as d:
-            save_state(d, run.model, run.optimizer, epoch, run.best)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        _report_with_checkpoint(run, metrics, history)
         policy.saved()
-        best_changed = False
+
+
+def _report_with_checkpoint(run: TrainingRun, metrics: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        save_state(d, run.model, run.optimizer, int(metrics["epoch"]), run.best, history)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
 def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> None:
