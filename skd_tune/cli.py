@@ -69,6 +69,23 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--n", type=int, default=3152, help="number of images (default: 3152, as MHIST)")
     sm.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files (default: 0)")
     sm.add_argument("--size", type=int, default=224, help="image side in pixels (default: 224, as MHIST)")
+    eo = dsub.add_parser(
+        "export-order",
+        help="write a spec's splits (DIR/{train,val,test}_x.npy, in order) and DIR/order.json, for teacher.source: logits",
+    )
+    eo.add_argument("spec", help="the YAML spec whose data and split the logits are for")
+    eo.add_argument("dir", help="directory to write into; put the teacher's logits there as {train,val,test}.npy")
+    te = sub.add_parser(
+        "teacher", help="train a spec's teacher here (no Ray) and save it, for teacher.source: checkpoint"
+    )
+    te.add_argument("spec", help="a YAML spec: its teacher.* fields (a class-output teacher for clustered subclasses)")
+    te.add_argument("--out", required=True, help="the file to write, e.g. teachers/digits-classes.pt")
+    te.add_argument(
+        "--format",
+        choices=("state_dict", "torchscript"),
+        default="state_dict",
+        help="state_dict of teacher.model, or TorchScript returning (logits, embeddings) (default: state_dict)",
+    )
     return p
 
 
@@ -160,6 +177,36 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    return {"synth-mhist": _synth_mhist, "export-order": _export_order}[args.data_command](args)
+
+
+def _export_order(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .spec import load_spec
+    from .teachers import export_order
+
+    spec = load_spec(args.spec)
+    data = load_dataset(spec.data, spec.seed)
+    path = export_order(data, args.dir)
+    sizes = "/".join(str(len(data.split(s))) for s in ("train", "val", "test"))
+    print(f"{path}: the order of {data.name}'s train/val/test rows ({sizes}); inputs in {args.dir}/<split>_x.npy")
+    return 0
+
+
+def _teacher(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .spec import load_spec
+    from .teachers import train_teacher
+    from .teachers.checkpoint import save_teacher
+
+    spec = load_spec(args.spec)
+    data = load_dataset(spec.data, spec.seed)
+    model = train_teacher(spec, data)
+    print(f"{save_teacher(model, data, args.out, args.format)}: teacher {spec.teacher.model} ({args.format})")
+    return 0
+
+
 def _synth_mhist(args: argparse.Namespace) -> int:
     import time
 
@@ -179,7 +226,8 @@ COMMANDS = {
     "report": _report,
     "export": _export,
     "predict": _predict,
-    "data": _synth_mhist,  # its only subcommand: synth-mhist
+    "data": _data,
+    "teacher": _teacher,
 }
 
 

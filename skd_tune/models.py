@@ -12,14 +12,15 @@ the others (ResNets, EfficientNet) refuse width != 1, and pretrained weights exi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from .names import WIDTH_MODELS
 
-__all__ = ["MODELS", "Normalize", "build_model", "takes_width"]
+__all__ = ["MODELS", "Normalize", "build_model", "capture_embeddings", "last_linear", "takes_width"]
 
 
 class Normalize(nn.Module):
@@ -195,3 +196,24 @@ def build_model(
 def takes_width(name: str) -> bool:
     """Whether the registered model `name` accepts width != 1 (`names.WIDTH_MODELS` lists these)."""
     return bool(getattr(MODELS[name], "takes_width", False))
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The model's last `nn.Linear` (its head): every registry model ends with one, and its input is the
+    model's penultimate embedding."""
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear head, so no penultimate embedding")
+    return heads[-1]
+
+
+@contextmanager
+def capture_embeddings(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """While open, every forward pass of `model` appends its penultimate embedding (B, D), the input of
+    `last_linear(model)`, as float32, to the list it yields."""
+    captured: list[torch.Tensor] = []
+    handle = last_linear(model).register_forward_hook(lambda m, inputs, out: captured.append(inputs[0].float()))
+    try:
+        yield captured
+    finally:
+        handle.remove()

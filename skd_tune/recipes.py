@@ -236,18 +236,28 @@ def build_student_run(
 def teacher_logits(spec: Spec, data: Dataset, state: dict, device: torch.device | None = None) -> dict[str, np.ndarray]:
     """Logits of the frozen teacher (the best weights of the checkpoint `state`) for every split: (N, S)
     each; with `teacher_logits: views`, the training split's are (N, V, S), the logits of each image's V
-    views (augment.py: 8 for square images, 4 flips otherwise; view 0 is the image itself)."""
+    views (augment.py: 8 for square images, 4 flips otherwise; view 0 is the image itself). With
+    `data.subclasses: clustered` (`data` is then `class_view`: class logits), also "embeddings": {split:
+    (N, D)}, the penultimate embeddings that teachers/clusters.py clusters."""
     set_threads(spec.teacher.resources.cpu)
     device = device or pick_device()
     model = _model(spec.teacher.model, data, False)
     model.load_state_dict(best_weights(state))
     model = to_device(model, device, len(data.input_shape) == 3)
-    out = {name: predict_logits(model, device_split(data, name, device)).numpy() for name in ("train", "val", "test")}
+    if spec.data.clustered:  # a class-output teacher (data: `class_view`): its embeddings too, to cluster
+        from .teachers.checkpoint import predict_outputs
+
+        pairs = {name: predict_outputs(model, data.split(name).x, data.scale, device, True) for name in _SPLITS}
+        return {name: pairs[name][0] for name in _SPLITS} | {"embeddings": {name: pairs[name][1] for name in _SPLITS}}
+    out = {name: predict_logits(model, device_split(data, name, device)).numpy() for name in _SPLITS}
     if spec.teacher_logits == "views":
         train = device_split(data, "train", device)
         views = range(num_views(*data.input_shape[1:]))
         out["train"] = np.stack([predict_logits(model, train, view=v).numpy() for v in views], axis=1)
     return out
+
+
+_SPLITS = ("train", "val", "test")
 
 
 def clean_view(logits: np.ndarray) -> np.ndarray:

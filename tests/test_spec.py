@@ -174,7 +174,7 @@ BAD = [
     (
         "subclass-scheme",
         {"data": {"subclasses": "agreement"}},
-        r"data\.subclasses: 'agreement' is not a subclass scheme of source 'digits'; available: known, invented\.",
+        r"data\.subclasses: 'agreement' is not a subclass scheme of source 'digits'; available: known, invented, clustered\.",
     ),
     ("max-failures", {"search": {"max_failures": -1}}, r"search\.max_failures: must be >= 0"),
     (
@@ -190,7 +190,7 @@ BAD = [
     (
         "k-without-invented",
         {"data": {"subclasses_per_class": 3}},
-        r"data\.subclasses_per_class: only with data\.subclasses: invented \(got subclasses: 'known'\).*outputs_per_subclass",
+        r"data\.subclasses_per_class: only with data\.subclasses: invented or clustered \(got subclasses: 'known'\).*outputs_per_subclass",
     ),
     (
         "outputs-with-invented",
@@ -596,7 +596,7 @@ def test_unknown_mhist_scheme_names_the_grouping(write_spec):
     with pytest.raises(
         SpecError,
         match=r"data\.subclasses: 'votes' is not a subclass scheme of source 'mhist'; available: agreement, "
-        r"unanimous, invented; or a grouping of SSA vote counts, e\.g\. \{HP: \[\[0\], \[1\], \[2, 3\]\]",
+        r"unanimous, invented, clustered; or a grouping of SSA vote counts, e\.g\. \{HP: \[\[0\], \[1\], \[2, 3\]\]",
     ):
         load_spec(write_spec({"data": {**MHIST_DATA, "subclasses": "votes"}}))
 

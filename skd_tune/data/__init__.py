@@ -6,7 +6,7 @@ serves known subclasses (digits, MHIST agreement levels) and invented ones: `Dat
 `Dataset.outputs_per_group` say what the models output (see `with_outputs`).
 """
 
-from .base import DataError, Dataset, Source, Split, stratified_split, train_rows, with_outputs
+from .base import DataError, Dataset, Source, Split, class_view, stratified_split, train_rows, with_outputs
 from .sources import SOURCES, load_dataset
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "SOURCES",
     "Source",
     "Split",
+    "class_view",
     "load_dataset",
     "stratified_split",
     "train_rows",

@@ -9,7 +9,7 @@ from sklearn.model_selection import train_test_split
 
 from ..errors import DataError
 
-__all__ = ["Dataset", "DataError", "Source", "Split", "stratified_split", "with_outputs"]
+__all__ = ["Dataset", "DataError", "Source", "Split", "class_view", "stratified_split", "train_rows", "with_outputs"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class Dataset:
     # consecutive outputs (output o belongs to group o // outputs_per_group).
     invented: bool = False
     outputs_per_group: int = 1
+    # `data.subclasses: clustered`: the K outputs per class are clusters of a class-output teacher's
+    # embeddings (teachers/clusters.py), laid out as invented ones; the teacher itself sees `class_view`.
+    clustered: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -144,10 +147,17 @@ def train_rows(subclass: np.ndarray, fraction: float, seed: int, field: str = "d
     return np.sort(rows)
 
 
-def with_outputs(data: Dataset, invented: bool, outputs_per_group: int) -> Dataset:
-    """`data` with the models' output layout set: invented subclasses (`outputs_per_group` per class)
-    or known subclasses with `outputs_per_group` outputs each. The known subclass labels stay in the
-    splits (for the label bits and for comparing invented subclasses with them)."""
+def with_outputs(data: Dataset, invented: bool, outputs_per_group: int, clustered: bool = False) -> Dataset:
+    """`data` with the models' output layout set: invented (or `clustered`) subclasses, `outputs_per_group`
+    per class, or known subclasses with `outputs_per_group` outputs each. The known subclass labels stay in
+    the splits (for the label bits and for comparing invented subclasses with them)."""
     from dataclasses import replace
 
-    return replace(data, invented=bool(invented), outputs_per_group=int(outputs_per_group))
+    per_class = bool(invented or clustered)
+    return replace(data, invented=per_class, outputs_per_group=int(outputs_per_group), clustered=bool(clustered))
+
+
+def class_view(data: Dataset) -> Dataset:
+    """The data as the teacher of clustered subclasses sees them: one output per class, trained on the
+    class labels (`data` itself for every other layout)."""
+    return with_outputs(data, True, 1) if data.clustered else data

@@ -124,4 +124,4 @@ def load_dataset(spec: DataSpec, seed: int) -> Dataset:
             f"data.root: path {spec.root!r} does not exist (relative paths are read from {Path.cwd()}); point it "
             "at the dataset"
         )
-    return with_outputs(SOURCES[spec.source].load(spec, seed), spec.invented, spec.outputs_per_group)
+    return with_outputs(SOURCES[spec.source].load(spec, seed), spec.invented, spec.outputs_per_group, spec.clustered)

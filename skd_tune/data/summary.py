@@ -36,8 +36,9 @@ def teacher_logits_note(spec: Spec) -> str:
 def data_line(data: Dataset, bits: float) -> str:
     sizes = f"train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, {data.num_classes} classes"
     if data.invented:
+        how = "clusters of the teacher's embeddings give" if data.clustered else "the teacher invents"
         return (
-            f"data {data.name}: {sizes}; the teacher invents {data.outputs_per_group} subclasses per class "
+            f"data {data.name}: {sizes}; {how} {data.outputs_per_group} subclasses per class "
             f"({data.num_outputs} outputs; the known {data.num_subclasses} subclasses, H(S|C) = {bits:.3f} bits, serve "
             "only to score them)"
         )
@@ -72,6 +73,7 @@ def data_summary(spec: Spec, data: Dataset, bits: float) -> dict[str, Any]:
         "label_bits_train": bits,
         "outputs": {
             "invented": data.invented,
+            "clustered": data.clustered,
             "outputs_per_group": data.outputs_per_group,
             "names": data.output_names,
             "output_to_class": data.output_to_class.tolist(),

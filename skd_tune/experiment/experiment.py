@@ -239,6 +239,21 @@ class Experiment:
                 return None
         return out
 
+    def save_clusters(self, arrays: dict[str, np.ndarray]) -> None:
+        """Cache the clusters of `data.subclasses: clustered` (teachers.Clusters.arrays) with the logits."""
+        write_atomic(self.path(layout.CLUSTERS), lambda f: np.savez(f, **arrays))
+        self.sync(layout.CLUSTERS)
+
+    def load_clusters(self) -> dict[str, np.ndarray] | None:
+        """The cached clusters' arrays, or None when missing or damaged (then they are fitted again)."""
+        import zipfile
+
+        try:
+            with np.load(self.path(layout.CLUSTERS), allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
+
     # The directories of the experiment (locally: the experiment's own, or its mirror's).
     logits_dir = property(lambda self: self.path(layout.LOGITS))
     export_dir = property(lambda self: self.path(layout.EXPORT))

@@ -5,7 +5,9 @@
   state.json                stages started and done (`state.State`)
   teacher/ student/ final/  the Ray Tune experiments of the Tune stages (student_kd/, student_nokd/:
                             the searches of KD and no-KD with methods.search: per_method)
-  teacher_logits/           {train,val,test}.npy: the frozen teacher's logits (derived: rebuilt when damaged)
+  teacher_logits/           {train,val,test}.npy: the frozen teacher's logits (derived: rebuilt when damaged);
+                            clusters.npz: with data.subclasses: clustered, the k-means centroids and tau the
+                            subclass logits were built with (kept when the logits are rebuilt)
   results/                  the Parquet tables and their journals, data.json, subclasses.json
   export/                   the best student (model.pt + meta.json)
   optuna/                   <stage>.log: the Optuna study of each Optuna-driven Tune stage (a journal file,
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CLUSTERS",
     "DRIVER_RECORD",
     "EXPORT",
     "LEASE",
@@ -40,6 +43,7 @@ SPEC = "spec.yaml"
 STATE = "state.json"
 LOGITS = "teacher_logits"
 LOGIT_SPLITS = ("train", "val", "test")
+CLUSTERS = f"{LOGITS}/clusters.npz"
 RESULTS = "results"
 EXPORT = "export"
 REPORT = "report"

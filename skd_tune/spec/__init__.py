@@ -13,9 +13,18 @@ loader's question), and nothing heavy imported: the names a spec may use come fr
 """
 
 from ..names import INVENTED, SAMPLERS, SCHEDULERS
-from . import models, space, validation
+from . import models, space, teacher_source, validation
 from .models import *  # noqa: F403 - the models' public names, listed in models.__all__
 from .space import *  # noqa: F403
+from .teacher_source import *  # noqa: F403
 from .validation import *  # noqa: F403
 
-__all__ = [*models.__all__, *space.__all__, *validation.__all__, "INVENTED", "SAMPLERS", "SCHEDULERS"]
+__all__ = [
+    *models.__all__,
+    *space.__all__,
+    *teacher_source.__all__,
+    *validation.__all__,
+    "INVENTED",
+    "SAMPLERS",
+    "SCHEDULERS",
+]

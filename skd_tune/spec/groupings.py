@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainSerializer, ValidationInfo
 
 from ..names import INVENTED, SOURCES
+from .teacher_source import CLUSTERED
 
 __all__ = [
     "VOTES",
@@ -119,7 +120,7 @@ def parse_vote_groups(value: Any, source: str | None = VOTE_SOURCE) -> VoteGroup
     listing every problem. `value`: a mapping class -> list of groups (or this function's own result);
     `source`: the spec's data source (None when that failed validation: only the grouping is checked)."""
     if source is not None and source != VOTE_SOURCE:
-        schemes = ", ".join((*SOURCES[source][1], INVENTED)) if source in SOURCES else "its scheme names"
+        schemes = ", ".join((*SOURCES[source][1], INVENTED, CLUSTERED)) if source in SOURCES else "its scheme names"
         raise ValueError(
             f"a grouping of vote counts is only for source {VOTE_SOURCE!r} (it groups MHIST's SSA vote counts "
             f"0-7); source {source!r} takes a scheme name: {schemes}"
@@ -161,11 +162,11 @@ def _validate(value: Any, info: ValidationInfo) -> Any:
     """`data.subclasses` checked against `data.source` (when that is valid): a scheme name of the source, or
     (mhist) a grouping, returned frozen."""
     source = info.data.get("source")
-    if isinstance(value, str) and source in SOURCES and value not in (*SOURCES[source][1], INVENTED):
+    if isinstance(value, str) and source in SOURCES and value not in (*SOURCES[source][1], INVENTED, CLUSTERED):
         grouping = f"; or a grouping of SSA vote counts, e.g. {VOTE_EXAMPLE}" if source == VOTE_SOURCE else ""
         raise ValueError(
             f"{value!r} is not a subclass scheme of source {source!r}; "
-            f"available: {', '.join((*SOURCES[source][1], INVENTED))}{grouping}"
+            f"available: {', '.join((*SOURCES[source][1], INVENTED, CLUSTERED))}{grouping}"
         )
     if value is None or isinstance(value, str):
         return value
@@ -176,7 +177,7 @@ def _serialize(value: Any) -> Any:
     return vote_groups_json(value) if isinstance(value, tuple) else value
 
 
-# The type of `DataSpec.subclasses`: a scheme name of the source (names.SOURCES, or `invented`), None (the
+# The type of `DataSpec.subclasses`: a scheme name of the source (names.SOURCES, `invented` or `clustered`), None (the
 # source's default), or a frozen grouping, dumped as the mapping the spec gives (spec_hash and the frozen
 # spec round-trip).
 Subclasses = Annotated[str | VoteGroups | None, BeforeValidator(_validate), PlainSerializer(_serialize)]

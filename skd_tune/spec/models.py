@@ -19,6 +19,7 @@ from .base import Strict as _Strict
 from .groupings import VOTES, Subclasses
 from .objectives import Objective, check_objectives, fill_search_metric, parse_budget_text
 from .space import Distribution, merge, nest
+from .teacher_source import CLUSTERED, teacher_source_problems
 
 __all__ = [
     "LOCATION_FIELDS",
@@ -73,7 +74,8 @@ class DataSpec(_Strict):
     train_fraction: float = Field(1.0, gt=0, le=1)
     positive_class: str | None = None
     image_size: int | None = Field(None, ge=8, le=1024)
-    # `subclasses: invented` (any source): the teacher invents K subclasses per class (Müller et al. 2020)
+    # `subclasses: invented` (any source): the teacher invents K subclasses per class (Müller et al. 2020);
+    # `clustered`: K per class found by k-means in the teacher's embeddings (teachers/clusters.py)
     subclasses_per_class: int | None = Field(None, ge=1, le=64)
     # Known subclasses split into more teacher outputs each (invented sub-subclasses), 1 = as labelled
     outputs_per_subclass: int = Field(1, ge=1, le=64)
@@ -86,20 +88,20 @@ class DataSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> DataSpec:
         needs_root = names.SOURCES[self.source][0]
-        if self.invented:
+        if self.per_class:
             if self.subclasses_per_class is None:
                 raise ValueError(
-                    "data.subclasses_per_class: required with data.subclasses: invented "
-                    "(how many subclasses the teacher invents per class), e.g. subclasses_per_class: 4"
+                    f"data.subclasses_per_class: required with data.subclasses: {self.subclasses} "
+                    "(how many subclasses per class), e.g. subclasses_per_class: 4"
                 )
             if self.outputs_per_subclass != 1:
                 raise ValueError(
-                    "data.outputs_per_subclass: only for known subclasses; with data.subclasses: "
-                    "invented, set data.subclasses_per_class instead"
+                    f"data.outputs_per_subclass: only for known subclasses; with data.subclasses: "
+                    f"{self.subclasses}, set data.subclasses_per_class instead"
                 )
         elif self.subclasses_per_class is not None:
             raise ValueError(
-                f"data.subclasses_per_class: only with data.subclasses: invented (got subclasses: "
+                f"data.subclasses_per_class: only with data.subclasses: invented or clustered (got subclasses: "
                 f"{self.subclass_scheme!r}); to give each known subclass several outputs, set data.outputs_per_subclass"
             )
         if needs_root and self.root is None:
@@ -109,7 +111,7 @@ class DataSpec(_Strict):
     @property
     def subclass_scheme(self) -> str:
         """`subclasses`, or the source's default scheme when not given, or "votes" for a grouping."""
-        if self.subclasses is None or self.subclasses == INVENTED:
+        if self.subclasses is None or self.subclasses in (INVENTED, CLUSTERED):
             return names.SOURCES[self.source][1][0]
         return VOTES if isinstance(self.subclasses, tuple) else self.subclasses
 
@@ -124,9 +126,19 @@ class DataSpec(_Strict):
         return self.subclasses == INVENTED
 
     @property
+    def clustered(self) -> bool:
+        """True when the subclasses are clusters of the teacher's embeddings, per class (teachers/clusters.py)."""
+        return self.subclasses == CLUSTERED
+
+    @property
+    def per_class(self) -> bool:
+        """True when the subclasses are not the known ones but K per class (invented or clustered)."""
+        return self.invented or self.clustered
+
+    @property
     def outputs_per_group(self) -> int:
-        """Teacher/student outputs per group: per class when invented, per known subclass otherwise."""
-        return self.subclasses_per_class if self.invented else self.outputs_per_subclass
+        """Teacher/student outputs per group: per class when invented or clustered, per known subclass otherwise."""
+        return self.subclasses_per_class if self.per_class else self.outputs_per_subclass
 
 
 class CurriculumSpec(_Strict):
@@ -173,6 +185,11 @@ class TeacherSpec(_TrainSpec):
     beta: float = Field(1.0, ge=0, le=100)
     t_aux: float = Field(1.0, gt=0, le=100)
     train_fraction: float = Field(1.0, gt=0, le=1)  # the share of the training split the teacher trains on
+    # Bring your own teacher (spec/teacher_source.py, teachers/): trained here, a checkpoint, or its logits
+    source: Literal["train", "checkpoint", "logits"] = "train"
+    path: str | None = None  # checkpoint: the file; logits: the directory (relative: from the current directory)
+    outputs: Literal["classes", "subclasses"] | None = None  # what a loaded teacher outputs (None: from its width)
+    cluster_tau: float | None = Field(None, gt=0, le=1e9)  # clustered: tau (None: mean within-cluster sq. distance)
 
 
 class StudentSpec(_TrainSpec):
@@ -334,6 +351,13 @@ class Spec(_Strict):
     # augmented batch distils the logits of the very view each image was given (colour jitter stays
     # undistilled: the logits are those of the un-jittered view).
     teacher_logits: Literal["clean", "views"] = "clean"
+
+    @model_validator(mode="after")
+    def _teacher_source_agrees(self) -> Spec:
+        problems = teacher_source_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))  # one problem a line: validation.py counts each
+        return self
 
     @model_validator(mode="after")
     def _views_need_augmentation(self) -> Spec:

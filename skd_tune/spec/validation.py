@@ -189,7 +189,7 @@ def _format_errors(e: ValidationError, root: type[BaseModel]) -> list[str]:
             hint = f"; valid keys here: {', '.join(valid)}" if valid else ""
             out.append(f"{path}: unknown key{hint}")
         elif not loc:  # a check across sections (Spec's own validator): its message names the fields
-            out.append(_message(err))
+            out.extend(_message(err).split("\n"))  # several problems, one a line
         else:
             out.append(f"{path}: {_message(err)}")
     return out

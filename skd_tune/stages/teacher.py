@@ -1,5 +1,8 @@
 """The teacher stage: one trial, or a small Optuna search over `search.teacher.space` (e.g. the
-auxiliary loss's beta and t_aux); the best trial by `search.metric` becomes the teacher."""
+auxiliary loss's beta and t_aux); the best trial by `search.metric` becomes the teacher. With
+`teacher.source: checkpoint | logits` it loads and checks a teacher made elsewhere instead (in the
+driver, no Ray: `skd_tune.teachers`), and records its validation metrics; with `data.subclasses:
+clustered`, the trained teacher has one output per class (`data.class_view`)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,13 @@ __all__ = ["TeacherStage"]
 class TeacherStage(Stage):
     name = "teacher"
 
+    def needs_ray(self, ctx: Context) -> bool:
+        return ctx.spec.teacher.source == "train"
+
     def run(self, ctx: Context) -> dict[str, Any]:
+        if ctx.spec.teacher.source != "train":
+            return _load(ctx)
+        from ..data import class_view
         from ..tune import TuneStage, run_tune_stage, trial_id_of
         from ..tune.trainables import teacher_trainable
 
@@ -22,7 +31,7 @@ class TeacherStage(Stage):
         stage = TuneStage(
             name="teacher",
             trainable=teacher_trainable,
-            parameters={"spec": spec, "data": ctx.data},
+            parameters={"spec": spec, "data": class_view(ctx.data)},
             resources=spec.teacher.resources,
             total=ts.num_samples,
             max_epochs=spec.teacher.epochs,
@@ -47,4 +56,19 @@ class TeacherStage(Stage):
 
     def show(self, ctx: Context, record: dict[str, Any]) -> None:
         metric = ctx.spec.search.metric
-        ctx.say(f"[teacher] done: {metric} {record['metrics'].get(metric, float('nan')):.4f}")
+        value = record["metrics"].get(metric, float("nan"))
+        if "source" in record:
+            ctx.say(f"[teacher] loaded ({record['source']}) from {record['path']}, checked: {metric} {value:.4f}")
+        else:
+            ctx.say(f"[teacher] done: {metric} {value:.4f}")
+
+
+def _load(ctx: Context) -> dict[str, Any]:
+    """Load and check the teacher made elsewhere; its outputs stay in `ctx.cache` for the logits stage."""
+    from ..teachers import load_teacher
+    from .teacher_logits import class_metrics
+
+    loaded = load_teacher(ctx.spec, ctx.data)
+    ctx.cache["teacher_outputs"] = loaded
+    val = class_metrics(loaded.logits["val"], ctx.data, "val", class_level=ctx.data.clustered)
+    return loaded.record | {"params": {}, "metrics": {f"val_{k}": v for k, v in val.items()} | {"epoch": None}}
