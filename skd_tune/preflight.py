@@ -20,7 +20,9 @@ def check_models(spec: Spec, data: Dataset) -> None:
     from .models import build_model
 
     x = torch.as_tensor(np.array(data.train.x[:2]), dtype=torch.float32) * data.scale
-    for role in ("teacher", "student"):
+    # A teacher given as precomputed logits is never built (teacher.model is not used).
+    roles = ("student",) if spec.teacher.source == "logits" else ("teacher", "student")
+    for role in roles:
         model_name = getattr(spec, role).model
         width = spec.student.width if role == "student" else 1.0  # the teacher has no width
         try:

@@ -183,3 +183,5 @@ def test_own_teacher_end_to_end(tmp_path):
     assert np.load(exp / "teacher_logits" / "train.npy").shape[1] == 2 * K
     diag = json.loads((exp / "results" / "subclasses.json").read_text())
     assert diag["scheme"] == "clustered" and 0 <= diag["ami_test"] <= 1
+    meta = json.loads((exp / "export" / "meta.json").read_text())
+    assert meta["subclasses"] == "clustered" and meta["num_subclasses"] == 2 * K

@@ -70,12 +70,12 @@ def export_student(
         "model": student.model,
         "width": student.width,  # the multiplier of its channels or hidden units (models.py); absent: 1
         "input_shape": list(data.input_shape),
-        # the model's outputs: the known subclasses, or the teacher's invented ones (data.output_names)
+        # the model's outputs: the known subclasses, or the teacher's invented or clustered ones
         "num_subclasses": data.num_outputs,
         "class_names": data.class_names,
         "subclass_names": data.output_names,
         "subclass_to_class": data.output_to_class.tolist(),
-        "subclasses": "invented" if data.invented else ("known" if data.outputs_per_group == 1 else "known, split"),
+        "subclasses": _scheme(data),
         "positive_class": data.positive_class,
         "input_scale": data.scale,
         "normalisation": {"mean": data.mean, "std": data.std},
@@ -268,3 +268,13 @@ class StudentWithClassLogits(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sub = self.student(x)
         return sub, class_logits(sub, self.membership)
+
+
+def _scheme(data) -> str:
+    """Where the model's outputs come from: known subclasses (split into several outputs each), or
+    outputs the teacher invented (auxiliary loss) or that clustering its embeddings found."""
+    if data.clustered:
+        return "clustered"
+    if data.invented:
+        return "invented"
+    return "known" if data.outputs_per_group == 1 else "known, split"
