@@ -14,8 +14,9 @@ import math
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,6 @@ from .metrics import classification_metrics
 __all__ = [
     "STATE_FILE",
     "CheckpointError",
-    "CheckpointPolicy",
     "Curriculum",
     "DeviceSplit",
     "LossFn",
@@ -90,8 +90,12 @@ class DeviceSplit:
     def from_numpy(
         cls, x: np.ndarray, subclass: np.ndarray, subclass_to_class: np.ndarray, scale: float, device, k: int = 1
     ) -> DeviceSplit:
-        # Arrays from Ray's object store are read-only: copy once here, never per batch.
-        xt = torch.from_numpy(np.array(x, copy=True))
+        # Arrays from Ray's object store are read-only, and the inputs are only ever read (`batch` gathers
+        # rows into a new tensor): on the CPU the tensor shares the array, so the trials of a node share
+        # one copy of the data (the object store's) instead of one each (torch warns for read-only arrays).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            xt = torch.from_numpy(np.asarray(x))
         if torch.device(device).type == "cuda":
             xt = xt.pin_memory()  # one pinned copy makes the single host-to-device transfer faster
         xt = xt.to(device, non_blocking=True)
@@ -253,7 +257,8 @@ def fit(
     augment: bool = False,
 ) -> Iterator[dict[str, float]]:
     """Train from `start_epoch` to `epochs`, yielding each epoch's metrics (1-based `epoch`, its time
-    `epoch_time_s` and its end `epoch_end` in seconds since the epoch) after it.
+    `epoch_time_s` and its end `epoch_end` in seconds since the epoch; on CUDA `gpu_max_allocated_mb`,
+    the peak of torch's allocations so far, to size `resources.gpu` fractions) after it.
 
     With a `curriculum`, epoch e trains on the easiest n(e) of the N ordered samples (`curriculum.epoch_size`:
     ceil(g(e) N), whole difficulty levels for `levels`); `train_share` is n(e) / N.
@@ -273,36 +278,9 @@ def fit(
         metrics["epoch"] = epoch + 1
         metrics["epoch_time_s"] = time.perf_counter() - t0
         metrics["epoch_end"] = time.time()  # wall clock, sub-second (Ray's own `timestamp` has whole seconds)
+        if train.x.device.type == "cuda":  # the peak of this process's tensors so far: what a trial needs
+            metrics["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated(train.x.device) / 2**20
         yield metrics
-
-
-@dataclass
-class CheckpointPolicy:
-    """Which epochs of a trial write a checkpoint with their report.
-
-    A checkpoint (model, optimiser, and the best epoch's weights) costs a save and Ray Tune's
-    persistence of it, tens of milliseconds for tiny models, seconds for large ones: on short epochs
-    that is most of a trial. An epoch's report carries a checkpoint when
-      - it is the last epoch (its checkpoint has the best weights that export and the method table use);
-      - `interval_s` seconds have passed since the last checkpoint (or since the trial started), which
-        bounds the work an interrupted or failed trial runs again; `interval_s = 0`: every epoch;
-      - it is one of `decision_epochs` (where the scheduler may stop the trial: ASHA's rungs), so a stopped
-        trial's latest checkpoint is at its last epoch, holding its best weights and every epoch reported.
-    So a trial that ended (finished or stopped) has a checkpoint at its last epoch: restored from an
-    older experiment snapshot, it goes on from there and trains no epoch again (tune/trainables.py).
-    """
-
-    interval_s: float
-    last_epoch: int
-    decision_epochs: frozenset[int] = frozenset()
-    last_saved: float = field(default_factory=time.monotonic)
-
-    def due(self, epoch: int, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        return epoch >= self.last_epoch or now - self.last_saved >= self.interval_s or epoch in self.decision_epochs
-
-    def saved(self, now: float | None = None) -> None:
-        self.last_saved = time.monotonic() if now is None else now
 
 
 @dataclass

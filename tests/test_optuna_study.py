@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from skd_tune.reporting import EPOCHS_KEY
 from skd_tune.spec import Distribution, SearchSpec
 from skd_tune.tune.search import make_searcher
 
@@ -33,14 +34,28 @@ def _searcher(path, honest=True):
     return limiter.searcher
 
 
-def _run(searcher, trial_id, epochs, error=False):
+def _run(searcher, trial_id, epochs, error=False, per_report=1):
     """As Ray does: each result but the last to on_trial_result, the last (the scheduler's STOP) to
-    on_trial_complete; an errored trial completes with no result."""
+    on_trial_complete; an errored trial completes with no result. A result carries `per_report` epochs,
+    as a trial's reports do (reporting.EPOCHS_KEY, the last epoch's metrics at the top)."""
     searcher.suggest(trial_id)
-    results = [{"val_f1": 0.5 + epoch / 10, "training_iteration": epoch} for epoch in range(1, epochs + 1)]
+    metrics = [{"val_f1": 0.5 + epoch / 10, "epoch": epoch} for epoch in range(1, epochs + 1)]
+    batches = [metrics[i : i + per_report] for i in range(0, epochs, per_report)]
+    results = [{**b[-1], EPOCHS_KEY: b, "training_iteration": n} for n, b in enumerate(batches, 1)]
     for result in results[:-1]:
         searcher.on_trial_result(trial_id, result)
     searcher.on_trial_complete(trial_id, None if error else results[-1], error=error)
+
+
+def test_every_epoch_of_a_report_is_an_intermediate_value(tmp_path):
+    """A trial that reports several epochs at once (short epochs) gives Optuna each epoch's value; a
+    trial stopped before its last epoch is PRUNED even when its one report carried all its epochs."""
+    searcher = _searcher(tmp_path / "optuna" / "student.log")
+    _run(searcher, "full", 3, per_report=2)  # reports (1, 2), then (3)
+    _run(searcher, "stopped", 2, per_report=2)  # one report, (1, 2), that ended it
+    full, stopped = _load(tmp_path / "optuna" / "student.log").trials
+    assert full.state == State.COMPLETE and full.intermediate_values == pytest.approx({1: 0.6, 2: 0.7, 3: 0.8})
+    assert stopped.state == State.PRUNED and stopped.intermediate_values == pytest.approx({1: 0.6, 2: 0.7})
 
 
 @pytest.mark.parametrize("honest", [True, False])
@@ -66,7 +81,7 @@ def test_a_restored_searcher_continues_the_same_study_where_the_experiment_now_i
     first = _searcher(old)
     _run(first, "a", 3)
     first.suggest("b")
-    first.on_trial_result("b", {"val_f1": 0.6, "training_iteration": 1})
+    first.on_trial_result("b", {"val_f1": 0.6, "epoch": 1})
     first.save(str(tmp_path / "searcher.pkl"))  # Ray's snapshot
     late = first.suggest("late")  # proposed after the snapshot, then the driver died
     new.parent.mkdir()
@@ -76,10 +91,10 @@ def test_a_restored_searcher_continues_the_same_study_where_the_experiment_now_i
     second = _searcher(None)  # what tuner.pkl gives back
     second.attach(new)
     second.restore(str(tmp_path / "searcher.pkl"))
-    second.on_trial_result("b", {"val_f1": 0.7, "training_iteration": 2})
-    second.on_trial_complete("b", {"val_f1": 0.8, "training_iteration": 3})
+    second.on_trial_result("b", {"val_f1": 0.7, "epoch": 2})
+    second.on_trial_complete("b", {"val_f1": 0.8, "epoch": 3})
     assert second.suggest("c") == late  # the orphan, adopted
-    second.on_trial_complete("c", {"val_f1": 0.9, "training_iteration": 3})
+    second.on_trial_complete("c", {"val_f1": 0.9, "epoch": 3})
     _run(second, "d", 1)
     assert not old.parent.exists()
     trials = _load(new).trials

@@ -13,7 +13,6 @@ from skd_tune.losses import DistillationLoss
 from skd_tune.models import build_model
 from skd_tune.spec import DataSpec
 from skd_tune.train import (
-    CheckpointPolicy,
     DeviceSplit,
     evaluate,
     fit,
@@ -378,17 +377,3 @@ def test_invented_subclass_teacher_spreads_and_finds_the_digits() -> None:
     mean_entropy = {b: np.mean([r["entropy_bits"] for r in usage[b]]) for b in usage}
     assert mean_entropy[1.0] > mean_entropy[0.0] + 0.5
     assert ami[1.0] > 0.2
-
-
-def test_checkpoint_policy_last_epoch_interval_and_rungs():
-    """Checkpoint at the last epoch, once `interval_s` has passed, and at each of a scheduler's decision
-    epochs (where a trial may be stopped)."""
-    p = CheckpointPolicy(interval_s=10.0, last_epoch=20, decision_epochs=frozenset({3, 9}), last_saved=100.0)
-    assert not p.due(1, now=101.0)  # no rung, no time passed
-    assert p.due(3, now=102.0)  # a rung: a trial stopped there keeps a checkpoint of its last epoch
-    assert p.due(5, now=110.0)  # the interval passed
-    p.saved(now=110.0)
-    assert not p.due(6, now=119.9)
-    assert p.due(20, now=111.0)  # the last epoch, always
-    every = CheckpointPolicy(interval_s=0.0, last_epoch=20, last_saved=100.0)
-    assert all(every.due(e, now=100.0) for e in range(1, 21))

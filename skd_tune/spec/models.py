@@ -275,15 +275,18 @@ class SearchSpec(_Strict):
     sampler: str = "tpe"
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     max_failures: int = Field(2, ge=0, le=100)  # retries of a trial whose worker died, from its last checkpoint
-    # A trial checkpoints at its last epoch, at ASHA's rungs when its best epoch changed, and otherwise at
-    # most every `checkpoint_interval_s` seconds (0: every epoch); an interrupted trial reruns at most that.
+    # A trial checkpoints at its last epoch, at ASHA's rungs, and otherwise at most every
+    # `checkpoint_interval_s` seconds (0: every epoch); an interrupted trial reruns at most that. It reports
+    # its epochs to the search with each checkpoint and otherwise at most every `report_interval_s` (0: every
+    # epoch), each report carrying every epoch since the last (skd_tune/reporting.py).
     checkpoint_interval_s: float = Field(10.0, ge=0, le=86_400)
+    report_interval_s: float = Field(1.0, ge=0, le=3_600)
     space: dict[str, Distribution] = Field(default_factory=dict)
     teacher: TeacherSearchSpec = Field(default_factory=TeacherSearchSpec)
 
     def decision_epochs(self, max_epochs: int) -> frozenset[int]:
         """The epochs at which the student scheduler may stop a trial: ASHA's rungs, grace_period * rf**k
-        (Ray's `_Bracket` decides at the first report with training_iteration >= a rung), below max_epochs."""
+        (Ray's `_Bracket` decides at the first report with its `epoch` >= a rung), below max_epochs."""
         if self.scheduler.name != "asha":
             return frozenset()
         out, t = set(), float(min(self.scheduler.grace_period, max_epochs))

@@ -18,6 +18,7 @@ from ray import tune
 from ..experiment import ResultsTables
 from ..experiment.results import format_value
 from ..progress import Display, Snapshot, display_for
+from ..reporting import EPOCHS_KEY
 
 __all__ = ["ProgressCallback", "ResultsCallback"]
 
@@ -34,6 +35,7 @@ _RAY_BOOKKEEPING = {
     "config",
     "experiment_tag",
     "trial_id",
+    EPOCHS_KEY,
 }
 
 
@@ -63,8 +65,13 @@ class ResultsCallback(_ThisRunOnly, tune.Callback):
         self._set(trial, status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        metrics = {k: v for k, v in result.items() if k not in _RAY_BOOKKEEPING}
-        self.tables.add_epoch(trial.trial_id, self._params(trial), metrics)
+        params, epochs = self._params(trial), result.get(EPOCHS_KEY) or [result]
+        # What Ray adds to each report (timestamp, time_total_s, pid, hostname, node_ip) goes with each of
+        # the epochs the report carries.
+        added = {k: v for k, v in result.items() if k not in _RAY_BOOKKEEPING and k not in epochs[-1]}
+        for epoch in epochs:
+            metrics = {k: v for k, v in {**added, **epoch}.items() if k not in _RAY_BOOKKEEPING}
+            self.tables.add_epoch(trial.trial_id, params, metrics)
         self.tables.flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -152,11 +159,12 @@ class ProgressCallback(_ThisRunOnly, tune.Callback):
         self.display.start(self.label, self.total)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(self.metric)
-        if isinstance(value, int | float) and value == value:  # not NaN
-            seen = self._trial_best.get(trial.trial_id)
-            if seen is None or (value > seen if self.mode == "max" else value < seen):
-                self._trial_best[trial.trial_id] = float(value)
+        for epoch in result.get(EPOCHS_KEY) or [result]:
+            value = epoch.get(self.metric)
+            if isinstance(value, int | float) and value == value:  # not NaN
+                seen = self._trial_best.get(trial.trial_id)
+                if seen is None or (value > seen if self.mode == "max" else value < seen):
+                    self._trial_best[trial.trial_id] = float(value)
         self._show(trials)
 
     def on_trial_start(self, iteration, trials, trial, **info):

@@ -33,6 +33,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import unflatten_dict
 
+from ..reporting import EPOCHS_KEY
 from ..spec import Distribution, Objective, SearchSpec
 
 __all__ = [
@@ -84,7 +85,7 @@ class InPlaceASHA(_KeepInPlace, ASHAScheduler):
 def _asha(search: SearchSpec, max_epochs: int) -> TrialScheduler:
     s = search.scheduler
     return InPlaceASHA(
-        time_attr="training_iteration",
+        time_attr="epoch",  # a report may carry several epochs (reporting.py): its own count is not the epoch
         max_t=max_epochs,
         grace_period=min(s.grace_period, max_epochs),
         reduction_factor=s.reduction_factor,
@@ -114,10 +115,10 @@ class StudySearch(OptunaSearch):
 
     Honest pruning: Ray tells Optuna that a trial the scheduler (ASHA) stopped early is COMPLETE with the
     value of its last epoch, which biases TPE toward configurations that look good early. Here such a
-    trial (its last result's `training_iteration` below `max_epochs`) is told PRUNED, with the
-    intermediate value of each epoch (Ray's `on_trial_result` reports every epoch but the one whose
-    result ended the trial, which Ray hands to `on_trial_complete` only: it is reported there, for every
-    trial); an errored trial stays FAIL. A finished trial's value is that of its last epoch (Ray's choice,
+    trial (its last result's `epoch` below `max_epochs`) is told PRUNED, with the intermediate value
+    of each epoch (each report carries every epoch since the previous one, `reporting.EPOCHS_KEY`; Ray
+    hands the report that ended the trial to `on_trial_complete` only: its epochs are reported there);
+    an errored trial stays FAIL. A finished trial's value is that of its last epoch (Ray's choice,
     kept; `last_val_f1` in trials.parquet), a PRUNED one's too (Optuna's: its last intermediate value). A subclass and not a Tune callback, because the searcher owns the Optuna trial objects (and
     tells Optuna before any callback sees the trial complete). Optuna allows neither `report` nor pruning
     in a multi-objective study: there (lists of metrics) Ray's behaviour is kept, every trial that
@@ -201,29 +202,37 @@ class StudySearch(OptunaSearch):
             return unflatten_dict(self._ask(trial_id).params)
         return super().suggest(trial_id)
 
+    def _report(self, trial_id: str, result: dict) -> None:
+        """Tell Optuna the value of each epoch the result carries (reporting.EPOCHS_KEY), once each."""
+        if isinstance(self.metric, list):
+            return  # Optuna takes no intermediate values in a multi-objective study
+        trial = self._ot_trials[trial_id]
+        stored = self._ot_study._storage.get_trial(trial._trial_id).intermediate_values
+        for epoch in result.get(EPOCHS_KEY) or [result]:
+            value, step = epoch.get(self.metric), epoch.get("epoch")
+            if value is not None and step is not None and int(step) not in stored:
+                trial.report(float(value), int(step))
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._study()
-        if not self._finished(trial_id):
-            super().on_trial_result(trial_id, result)
+        if not self._finished(trial_id) and trial_id not in self._completed_trials:
+            self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._study()
         if self._finished(trial_id):
             self._completed_trials.add(trial_id)
             return
-        step = (result or {}).get("training_iteration")
-        if not isinstance(self.metric, list) and step is not None and result.get(self.metric) is not None:
+        if result:
             # The result that ended the trial (the scheduler's STOP, also at max_t) never reached
-            # on_trial_result: its epoch is reported here, unless it was already.
-            stored = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id)
-            if step not in stored.intermediate_values:
-                self._ot_trials[trial_id].report(result[self.metric], step)
+            # on_trial_result: its epochs are reported here, unless they were already.
+            self._report(trial_id, result)
         if (
             self._honest
             and not error
             and result
             and not isinstance(self.metric, list)
-            and result.get("training_iteration", self._max_epochs) < self._max_epochs
+            and result.get("epoch", self._max_epochs) < self._max_epochs
         ):
             self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
             self._completed_trials.add(trial_id)

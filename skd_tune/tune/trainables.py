@@ -1,9 +1,10 @@
-"""Ray Tune function trainables: the trainings of `recipes.py`, reported to Tune every epoch.
+"""Ray Tune function trainables: the trainings of `recipes.py`, reported to Tune as they go.
 
 Each trainable turns Ray's config dict into a typed spec on its first line, receives the dataset (and
-the cached teacher logits) once through the object store (`tune.with_parameters`), reports metrics
-every epoch with a checkpoint when the `CheckpointPolicy` says so, and continues after a restore from
-its latest checkpoint: Tune's, or a later one in its own directory (`_newer_state`).
+the cached teacher logits) once through the object store (`tune.with_parameters`), reports its epochs
+(with a checkpoint, or not) when the `reporting.ReportPolicy` says so, each report carrying every epoch
+since the last, and continues after a restore from its latest checkpoint: Tune's, or a later one in its
+own directory (`_newer_state`).
 
 Test-only switch (off unless set): `SKD_TUNE_TEST_BARRIER=DIR:STAGE:EPOCH` makes every trial of STAGE
 (teacher, student, methods) that reports epoch EPOCH write `DIR/reached-<pid>-<epoch>` and wait until
@@ -25,8 +26,9 @@ from ray import tune
 
 from ..data import Dataset
 from ..recipes import TrainingRun, build_student_run, build_teacher_run, teacher_logits
+from ..reporting import EPOCHS_KEY, ReportPolicy
 from ..spec import Spec
-from ..train import CheckpointError, CheckpointPolicy, load_state, save_state
+from ..train import CheckpointError, load_state, save_state
 
 __all__ = ["method_trainable", "remote_teacher_logits", "student_trainable", "teacher_logits_task", "teacher_trainable"]
 
@@ -75,14 +77,14 @@ def _plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()}
 
 
-def _report_epochs(run: TrainingRun, stage: str, policy: CheckpointPolicy) -> None:
-    """The shared epoch loop: resume from the latest checkpoint (`_newer_state`, else Tune's), then
-    report every epoch, with a checkpoint when `policy` says so; every checkpoint also carries the best
-    epoch's weights and the metrics of every epoch so far. The epochs reported after the checkpoint Ray
-    restored from (which Ray's snapshot does not hold) are reported again as they were, the last with a
-    checkpoint: nothing trained again, the same rows in the results tables, the scheduler and Optuna see
-    them in order. A student's epochs also report its cost (`run.cost`, names.COST_METRICS): the same
-    numbers every epoch, so both results tables hold them."""
+def _report_epochs(run: TrainingRun, stage: str, policy: ReportPolicy) -> None:
+    """The shared epoch loop: resume from the latest checkpoint (`_newer_state`, else Tune's), then train,
+    reporting when `policy` says so (with a checkpoint, or not) the metrics of every epoch since the last
+    report (`EPOCHS_KEY`); every checkpoint also carries the best epoch's weights and the metrics of every
+    epoch so far. The epochs after the checkpoint Ray restored from (which Ray's snapshot does not hold)
+    are reported again as they were, with a checkpoint: nothing trained again, the same rows in the
+    results tables, and the scheduler and Optuna see them in order. A student's epochs also report its
+    cost (`run.cost`, names.COST_METRICS): the same numbers every epoch, so both results tables hold them."""
     known, history = None, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -93,35 +95,46 @@ def _report_epochs(run: TrainingRun, stage: str, policy: CheckpointPolicy) -> No
     if state is not None:
         history = list(state.get("history", []))
         replay = [m for m in history if int(known["epoch"] if known else 0) < int(m["epoch"]) <= start_epoch]
-        for metrics in replay[:-1]:
-            tune.report(metrics)
         if replay:
-            _report_with_checkpoint(run, replay[-1], history)
-            policy.saved()
+            _report(run, replay, history, checkpoint=True)
+            policy.reported(checkpoint=True)
+    pending: list[dict[str, Any]] = []
     for metrics, _ in run.epochs(start_epoch):
         if run.cost:
             metrics = {**metrics, **run.cost}
         metrics = _plain_metrics(metrics)
         history.append(metrics)
+        pending.append(metrics)
         epoch = int(metrics["epoch"])
         _barrier(stage, epoch)
-        if not policy.due(epoch):
-            tune.report(metrics)
-            continue
-        _report_with_checkpoint(run, metrics, history)
-        policy.saved()
+        if policy.report_due(epoch):
+            save = policy.checkpoint_due(epoch)
+            _report(run, pending, history, checkpoint=save)
+            policy.reported(checkpoint=save)
+            pending = []
 
 
-def _report_with_checkpoint(run: TrainingRun, metrics: dict[str, Any], history: list[dict[str, Any]]) -> None:
+def _report(run: TrainingRun, epochs: list[dict[str, Any]], history: list[dict[str, Any]], checkpoint: bool) -> None:
+    """Report `epochs` (the last one's metrics at the top, all of them under EPOCHS_KEY), with a checkpoint
+    of the run as it is now (at the last of them) if `checkpoint`."""
+    result = {**epochs[-1], EPOCHS_KEY: list(epochs)}
+    if not checkpoint:
+        tune.report(result)
+        return
     with tempfile.TemporaryDirectory() as d:
-        save_state(d, run.model, run.optimizer, int(metrics["epoch"]), run.best, history)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        save_state(d, run.model, run.optimizer, int(epochs[-1]["epoch"]), run.best, history)
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _policy(spec: Spec, epochs: int, decision_epochs: frozenset[int] = frozenset()) -> ReportPolicy:
+    s = spec.search
+    return ReportPolicy(s.checkpoint_interval_s, epochs, decision_epochs, s.report_interval_s)
 
 
 def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> None:
     """One teacher trial; `config` holds the teacher search's parameters (beta, t_aux, lr, ...)."""
     run = build_teacher_run(spec, data, config)
-    _report_epochs(run, "teacher", CheckpointPolicy(spec.search.checkpoint_interval_s, run.epochs_total))
+    _report_epochs(run, "teacher", _policy(spec, run.epochs_total))
 
 
 def student_trainable(
@@ -138,7 +151,7 @@ def student_trainable(
     student = spec.student_for({**config, **(fixed or {})})
     run = build_student_run(student, spec, data, teacher_logits, seed=spec.seed)
     decisions = spec.search.decision_epochs(student.epochs)  # ASHA's rungs: a stopped trial keeps its best
-    _report_epochs(run, stage, CheckpointPolicy(spec.search.checkpoint_interval_s, student.epochs, decisions))
+    _report_epochs(run, stage, _policy(spec, student.epochs, decisions))
 
 
 def method_trainable(
@@ -155,7 +168,7 @@ def method_trainable(
     with its last epoch, the test metrics of its best epoch (chosen on validation). FIFO: no rungs."""
     student = spec.student_for(method_params[config["method"]])
     run = build_student_run(student, spec, data, teacher_logits, seed=int(config["seed"]), test=True)
-    _report_epochs(run, "methods", CheckpointPolicy(spec.search.checkpoint_interval_s, student.epochs))
+    _report_epochs(run, "methods", _policy(spec, student.epochs))
 
 
 def teacher_logits_task(spec: Spec, data: Dataset, checkpoint_dir: str, device=None) -> dict[str, np.ndarray]:
