@@ -12,7 +12,11 @@ map them, e.g. the object store's) and USS (private pages). Trial workers are th
 running `ImplicitFunc` (the function trainable's actor); "all workers" adds idle `ray::` workers.
 Figures: the peak over the run of the summed trial workers' memory, per concurrency, and the slope
 of that peak against concurrency = MB per extra concurrent trial (least squares), next to the size
-of the dataset's arrays (all splits, and the train + val arrays a trial holds as tensors).
+of the dataset's arrays (all splits; a trial on the CPU reads them from the object store, no copy).
+The floor: what a trial worker's process holds before any data, measured in a fresh Python process of
+this venv (anonymous memory, which no other process can share, and RSS, after each step): the interpreter and numpy, torch, Ray Tune, this
+project's trainables (pydantic, scikit-learn's metrics), then a model's first optimiser step (torch's
+optimisers import torch._dynamo on first use).
 
 Run:
     .venv/bin/python benchmarks/memory.py                 # ~2.5 min on 2 cores
@@ -59,6 +63,40 @@ class MemorySampler(threading.Thread):
                     snap["per_trial_worker"].append(mem)
             self.samples.append(snap)
             self.done.wait(self.every_s)
+
+
+FLOOR_STEPS = """
+import json, os, sys
+def uss():
+    kb = {}
+    for line in open(f"/proc/{os.getpid()}/smaps_rollup"):
+        p = line.split()
+        if len(p) >= 2 and p[1].isdigit():
+            kb[p[0].rstrip(":")] = int(p[1])
+    return kb["Anonymous"] / 1024, kb["Rss"] / 1024
+out = []
+import numpy; out.append(["python + numpy", uss()])
+import torch; out.append(["+ torch", uss()])
+from ray import tune; out.append(["+ ray.tune", uss()])
+import skd_tune.tune.trainables; out.append(["+ skd_tune trainables (pydantic, sklearn.metrics)", uss()])
+m = torch.nn.Linear(64, 10); opt = torch.optim.Adam(m.parameters())
+m(torch.randn(8, 64)).sum().backward(); opt.step(); out.append(["+ first optimiser step (torch._dynamo)", uss()])
+print(json.dumps(out))
+"""
+
+
+def floor() -> list[dict]:
+    """Anonymous memory (heap and other private pages no other process can share, unlike the libraries'
+    file pages) and RSS after each step of what a trial worker loads (FLOOR_STEPS), in a fresh process."""
+    import json
+    import subprocess
+
+    done = subprocess.run([C.PYTHON, "-c", FLOOR_STEPS], cwd=C.REPO, capture_output=True, text=True, check=True)
+    steps, rows, before = json.loads(done.stdout.strip().splitlines()[-1]), [], 0.0
+    for name, (anon, rss) in steps:
+        rows.append({"step": name, "anon_mb": anon, "added_anon_mb": anon - before, "rss_mb": rss})
+        before = anon
+    return rows
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -175,7 +213,16 @@ def main() -> int:
     print(
         f"each extra concurrent trial adds {per_trial['pss']:.0f} MB PSS ({per_trial['uss']:.0f} MB private, "
         f"{per_trial['rss']:.0f} MB RSS); the dataset's arrays are {dataset_mb:.1f} MB "
-        f"({train_val_mb:.1f} MB of train + val, which each trial copies into its own tensors)"
+        f"({train_val_mb:.1f} MB of train + val, read by the trials on the CPU from the object store, not copied)"
+    )
+    print()
+    print("The floor: private memory of a fresh process loading what a trial worker loads, step by step:")
+    floor_rows = floor()
+    C.print_table(floor_rows)
+    summary["floor_anon_mb"] = floor_rows[-1]["anon_mb"]
+    print(
+        f"a trial worker's process holds {summary['floor_anon_mb']:.0f} MB of anonymous memory of its own before "
+        f"any data or model; each extra concurrent trial added {per_trial['uss']:.0f} MB private here"
     )
     C.write_json(
         __file__,
@@ -185,6 +232,7 @@ def main() -> int:
             "args": vars(args),
             "rows": rows,
             "summary": summary,
+            "floor": floor_rows,
         },
     )
     return 0
