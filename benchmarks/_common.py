@@ -168,6 +168,14 @@ def plain_student(
     return [metrics["epoch_time_s"] for metrics, _ in run.epochs()]
 
 
+def plain_teacher(spec, data, device=None) -> list[float]:
+    """Train the teacher as its trial does (`skd_tune.recipes.build_teacher_run`, the spec's own teacher
+    parameters), without Ray and without a checkpoint; returns each epoch's `epoch_time_s`."""
+    from skd_tune.recipes import build_teacher_run
+
+    return [metrics["epoch_time_s"] for metrics, _ in build_teacher_run(spec, data, {}, device).epochs()]
+
+
 # --------------------------------------------------------------------------------------------------
 # Processes and their memory (Linux /proc; psutil not needed)
 
