@@ -70,7 +70,12 @@ def main() -> int:
     p.add_argument("--sizes", default="20,100,300,1000", help="comma-separated search sizes (trials)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per trial (default 2)")
     p.add_argument("--concurrent", type=int, default=2, help="trials at a time (default 2)")
-    p.add_argument("--window", type=int, default=50, help="trials per throughput window (default 50; at most a third of the search)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=50,
+        help="trials per throughput window (default 50; at most a third of the search)",
+    )
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the runs")
     p.add_argument("--keep", action="store_true", help="keep the temporary experiment directories")
     args = p.parse_args()
