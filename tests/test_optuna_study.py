@@ -13,7 +13,7 @@ import yaml
 
 from skd_tune.reporting import EPOCHS_KEY
 from skd_tune.spec import Distribution, SearchSpec
-from skd_tune.tune.search import make_searcher
+from skd_tune.tune.search import CONTINUES, make_searcher
 
 from .conftest import TINY_SPEC, Barrier, deep_update, run_cli, start_cli
 from .test_experiment_storage import BUCKET, s3  # noqa: F401  (the moto S3 server fixture)
@@ -93,7 +93,8 @@ def test_a_restored_searcher_continues_the_same_study_where_the_experiment_now_i
     second.restore(str(tmp_path / "searcher.pkl"))
     second.on_trial_result("b", {"val_f1": 0.7, "epoch": 2})
     second.on_trial_complete("b", {"val_f1": 0.8, "epoch": 3})
-    assert second.suggest("c") == late  # the orphan, adopted
+    # The orphan, adopted: its parameters, and the Ray trial whose checkpoints the new one goes on from.
+    assert second.suggest("c") == {**late, CONTINUES: ["late"]}
     second.on_trial_complete("c", {"val_f1": 0.9, "epoch": 3})
     _run(second, "d", 1)
     assert not old.parent.exists()

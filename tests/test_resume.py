@@ -74,15 +74,14 @@ def _stop_at(tmp_path, spec_path, step: int, stage: str, epoch: int, sig: int, c
 
 
 def _assert_not_rerun(
-    before: pd.DataFrame, after: pd.DataFrame, finished: set[str], label, replaced: set[str] = frozenset()
+    before: pd.DataFrame, after: pd.DataFrame, finished: set[str], label, went_on: dict[str, str] | None = None
 ) -> None:
     """Epochs reported before a stop keep their end time (`epoch_end`, sub-second) afterwards: finished
     trials were not trained again, and running ones went on from their last checkpoint (only the epoch
-    in flight at the stop, the last one reported, may have been run again). `replaced`: running trials
-    that Ray's snapshot did not hold yet, which the resumed search replaced (not finished ones)."""
+    in flight at the stop, the last one reported, may have been run again). `went_on`: trials that Ray's
+    snapshot did not hold yet, and the new trials that went on from their checkpoints."""
     assert len(before), label  # the stop came after epochs were reported
-    assert not replaced & finished, label
-    before = before[~before["trial_id"].isin(replaced)]
+    before = before.assign(trial_id=before["trial_id"].replace(went_on or {}))
     merged = before.merge(after, on=["trial_id", "epoch"], how="left", suffixes=("_before", ""))
     assert merged["epoch_end"].notna().all(), label
     last = merged.groupby("trial_id")["epoch"].transform("max")
@@ -127,12 +126,11 @@ def test_killed_at_every_stage_then_resumed_loses_nothing(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "(resuming)" in again.stdout and "stopped" in again.stdout  # the killed driver's Ray processes
     # The two trials started after the session's snapshot were running at the SIGKILL: unknown to the
-    # restored search, they are dropped, and new trials take their parameters (their Optuna trials).
-    dropped = re.search(
-        r"dropped 2 trial\(s\) started just before a kill that Ray Tune had not recorded: (\S+), (\S+)\n", again.stdout
-    )
-    assert dropped, again.stdout
-    replaced = set(dropped.groups())
+    # restored search, they went on as new trials (their Optuna trials, their checkpoints).
+    line = re.search(r"2 trial\(s\) started just before a kill .* went on as new trials: (.*)\n", again.stdout)
+    assert line, again.stdout
+    went_on = dict(pair.split(" -> ") for pair in line.group(1).split(", "))
+    assert len(went_on) == 2 and "(none)" not in went_on.values(), line.group(0)
     assert not exp.exists()  # nothing written back to the old place
     status = run_cli("status", str(moved), cwd=tmp_path)
     assert "6/6 terminated" in status.stdout and "export done" in status.stdout
@@ -151,11 +149,14 @@ def test_killed_at_every_stage_then_resumed_loses_nothing(tmp_path):
             # The two trials the SIGINT stopped at epoch 7 finished after the snapshot that the SIGKILL
             # left (it holds them running, at their epoch-7 checkpoint): they went on from their own
             # epoch-8 checkpoint, training nothing again.
-            _assert_not_rerun(before_epochs, epochs, _finished(before_trials), label, replaced)
-            if label[2] == signal.SIGKILL:  # the replaced trials ran then; new ones took their parameters
-                gone = before_trials[before_trials["trial_id"].isin(replaced)]
-                kept = trials.set_index(PARAMS).index
-                assert len(gone) == 2 and gone.set_index(PARAMS).index.isin(kept).all(), label
+            # The two the SIGKILL stopped at epoch 3, unknown to that snapshot, went on as new trials from
+            # their epoch-2 checkpoints: their epochs 1 and 2 are the new trials' rows, as they were.
+            _assert_not_rerun(before_epochs, epochs, _finished(before_trials), label, went_on)
+            if label[2] == signal.SIGKILL:
+                by_id = trials.set_index("trial_id")
+                for old, new in went_on.items():
+                    was = before_trials.set_index("trial_id").loc[old, PARAMS]
+                    assert (by_id.loc[new, PARAMS] == was).all(), (label, old, new)
         else:  # stopped before the student search: it had reported nothing
             assert before_epochs.empty, label
     assert len(snapshots[1][2][0]) >= 3  # the teacher had reported epochs 1..3 when it was killed at 4

@@ -50,6 +50,7 @@ class StudentStage(Stage):
 
     def run(self, ctx: Context) -> dict[str, Any]:
         from ..tune import run_tune_stage, trial_id_of
+        from ..tune.search import CONTINUES
         from ..tune.trainables import student_trainable
 
         spec, s = ctx.spec, ctx.spec.search
@@ -72,10 +73,11 @@ class StudentStage(Stage):
         grid, tables = run_tune_stage(ctx.exp, spec, stage, **ctx.tune_args())
         # Each trial's final status, checkpoint and error from Ray, which knows them best (a trial restored
         # as finished reports no new events to the callback).
-        known = set()
+        known, went_on = set(), {}
         for result in grid:
             trial_id = trial_id_of(result)
             known.add(trial_id)
+            went_on |= dict.fromkeys(result.config.get(CONTINUES) or [], trial_id)
             ckpt = result.checkpoint  # the latest: it carries the trial's best epoch's weights
             tables.set_trial(
                 trial_id,
@@ -86,14 +88,15 @@ class StudentStage(Stage):
                 max_epochs=spec.student.epochs,
             )
         # A trial started by a driver that was SIGKILLed before Ray Tune snapshotted it does not exist for
-        # the restored search (which filled its place with a new trial): drop what the journal had of it.
+        # the restored search, which gave its parameters to a new trial that went on from its checkpoints
+        # (search.CONTINUES) and reported its epochs again as they were: its rows are the new trial's now.
         lost = [t for t in tables.trial_ids() if t not in known]
         for trial_id in lost:
             tables.drop_trial(trial_id)
         if lost:
             ctx.say(
-                f"[{self.name}] dropped {len(lost)} trial(s) started just before a kill that Ray Tune had not "
-                f"recorded: {', '.join(lost)}"
+                f"[{self.name}] {len(lost)} trial(s) started just before a kill that Ray Tune had not recorded went "
+                "on as new trials: " + ", ".join(f"{t} -> {went_on.get(t, '(none)')}" for t in lost)
             )
         tables.flush(force=True)
         tables.close()

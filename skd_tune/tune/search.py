@@ -37,6 +37,7 @@ from ..reporting import EPOCHS_KEY
 from ..spec import Distribution, Objective, SearchSpec
 
 __all__ = [
+    "CONTINUES",
     "SAMPLERS",
     "SCHEDULERS",
     "InPlaceASHA",
@@ -99,6 +100,9 @@ SCHEDULERS: dict[str, Callable[[SearchSpec, int], TrialScheduler]] = {
 
 
 _RAY_TRIAL = "ray_trial:"  # study user attribute: Ray Tune trial id -> Optuna trial number
+# A key of the config of a Ray trial that takes over an orphan (below): the Ray trials that ran its Optuna
+# trial before, whose checkpoints it goes on from (tune/trainables.py); not a parameter of the trial.
+CONTINUES = "_continues"
 
 
 class StudySearch(OptunaSearch):
@@ -110,8 +114,10 @@ class StudySearch(OptunaSearch):
     searcher without its study: Optuna's trials are kept as numbers, and each Ray trial id is recorded
     in the study (user attribute `ray_trial:<id>`), so a restored search continues the same study. Ray
     restores from its last state snapshot, which may be older than the journal: Optuna trials of Ray
-    trials that Ray no longer knows are handed to the next trials Ray creates (their parameters again;
-    a finished one is not told twice), so the study keeps one Optuna trial per Ray trial, no duplicates.
+    trials that Ray no longer knows (orphans) are handed to the next trials Ray creates (their parameters
+    again; a finished one is not told twice), so the study keeps one Optuna trial per Ray trial, no
+    duplicates; the new trial's config names the Ray trials that ran it before (`CONTINUES`), and it
+    goes on from their latest checkpoint: a trial that ended is not trained again.
 
     Honest pruning: Ray tells Optuna that a trial the scheduler (ASHA) stopped early is COMPLETE with the
     value of its last epoch, which biases TPE toward configurations that look good early. Here such a
@@ -133,6 +139,7 @@ class StudySearch(OptunaSearch):
         self._on_write: Callable[[], None] | None = None
         self._settled: set[str] = set()  # Ray trials given an Optuna trial that had already finished
         self._orphans: list[int] = []
+        self._ray_ids_of: dict[int, list[str]] = {}
         self._mode_of_study: Any = None
         super().__init__(**kwargs)
 
@@ -172,6 +179,9 @@ class StudySearch(OptunaSearch):
                 self._settled.add(ray_id)
         used = {t.number for t in self._ot_trials.values()}
         self._orphans = sorted(n for n in trials if n not in used)
+        self._ray_ids_of = {}  # Optuna trial number -> the Ray trials that ran it, in the order recorded
+        for ray_id, number in recorded.items():
+            self._ray_ids_of.setdefault(number, []).append(ray_id)
 
     def _ask(self, ray_id: str) -> optuna.Trial:
         trial = self._ot_trials[ray_id] = self._ot_study.ask(fixed_distributions=self._space)
@@ -191,14 +201,16 @@ class StudySearch(OptunaSearch):
         study = self._study()
         if trial_id not in self._ot_trials:
             if self._orphans:  # an Optuna trial of a Ray trial that the restored Ray no longer knows
+                number = self._orphans.pop(0)
                 frozen = study._storage.get_trial(
-                    study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self._orphans.pop(0))
+                    study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
                 )
                 self._ot_trials[trial_id] = optuna.Trial(study, frozen._trial_id)
                 self._record(trial_id, self._ot_trials[trial_id])
                 if frozen.state.is_finished():
                     self._settled.add(trial_id)
-                return unflatten_dict(frozen.params)
+                before = self._ray_ids_of.get(number, [])  # the new trial goes on from their checkpoints
+                return {**unflatten_dict(frozen.params), **({CONTINUES: list(before)} if before else {})}
             return unflatten_dict(self._ask(trial_id).params)
         return super().suggest(trial_id)
 
@@ -247,7 +259,7 @@ class StudySearch(OptunaSearch):
         state["_ot_trials"] = {
             k: v if isinstance(v, tuple) else (v.number, v.params) for k, v in self._ot_trials.items()
         }
-        return {**state, "_ot_study": None, "_storage": None, "_on_write": None, "_orphans": []}
+        return {**state, "_ot_study": None, "_storage": None, "_on_write": None, "_orphans": [], "_ray_ids_of": {}}
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:

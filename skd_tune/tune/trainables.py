@@ -15,6 +15,7 @@ starts), so a test can stop a run at a known point instead of polling its output
 from __future__ import annotations
 
 import os
+import posixpath
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from ..recipes import TrainingRun, build_student_run, build_teacher_run, teacher
 from ..reporting import EPOCHS_KEY, ReportPolicy
 from ..spec import Spec
 from ..train import CheckpointError, load_state, save_state
+from .search import CONTINUES
 
 __all__ = ["method_trainable", "remote_teacher_logits", "student_trainable", "teacher_logits_task", "teacher_trainable"]
 
@@ -49,35 +51,45 @@ def _barrier(stage: str, epoch: int) -> None:
         time.sleep(0.05)
 
 
-def _newer_state(known: dict | None) -> dict | None:
-    """The latest complete checkpoint in this trial's own directory, if it is later than `known` (the
-    one Ray restored the trial from, None for none). Ray Tune snapshots its experiment every few seconds,
-    not at every report: a trial restored from an older snapshot finds here the checkpoints it wrote
-    after it (its last epoch's, if it ended). A checkpoint cut short by the kill is passed over."""
+def _newer_state(known: dict | None, continues: list[str]) -> dict | None:
+    """The latest complete checkpoint in this trial's own directory, or in those of the Ray trials it
+    continues (`search.CONTINUES`), if it is later than `known` (the one Ray restored the trial from, None
+    for none). Ray Tune snapshots its experiment every few seconds, not at every report: a trial restored
+    from an older snapshot finds here the checkpoints it wrote after it (its last epoch's, if it ended),
+    and a trial that takes over one the snapshot missed, that trial's. A checkpoint cut short by the
+    kill is passed over."""
     import pyarrow.fs as pafs
 
     storage = tune.get_context().get_storage()
     fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
-    entries = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    stage_dir, name = posixpath.split(trial_dir)
+    dirs = [trial_dir] + [f"{stage_dir}/{name.rsplit('_', 1)[0]}_{ray_id}" for ray_id in continues]
     newest, done = None, int(known["epoch"]) if known else 0
-    for entry in entries:
-        if entry.type != pafs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
-            continue
-        try:
-            with tune.Checkpoint(entry.path, filesystem=fs).as_directory() as d:
-                state = load_state(d)
-        except CheckpointError:
-            continue
-        if int(state["epoch"]) > max(done, int(newest["epoch"]) if newest else 0):
-            newest = state
+    for directory in dirs:
+        for entry in fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
+            if entry.type != pafs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
+                continue
+            try:
+                with tune.Checkpoint(entry.path, filesystem=fs).as_directory() as d:
+                    state = load_state(d)
+            except CheckpointError:
+                continue
+            if int(state["epoch"]) > max(done, int(newest["epoch"]) if newest else 0):
+                newest = state
     return newest
+
+
+def _split_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Ray's config: the trial's parameters, and the Ray trials it continues (`search.CONTINUES`)."""
+    params = dict(config)
+    return params, list(params.pop(CONTINUES, None) or [])
 
 
 def _plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()}
 
 
-def _report_epochs(run: TrainingRun, stage: str, policy: ReportPolicy) -> None:
+def _report_epochs(run: TrainingRun, stage: str, policy: ReportPolicy, continues: list[str] = ()) -> None:
     """The shared epoch loop: resume from the latest checkpoint (`_newer_state`, else Tune's), then train,
     reporting when `policy` says so (with a checkpoint, or not) the metrics of every epoch since the last
     report (`EPOCHS_KEY`); every checkpoint also carries the best epoch's weights and the metrics of every
@@ -90,7 +102,7 @@ def _report_epochs(run: TrainingRun, stage: str, policy: ReportPolicy) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             known = load_state(d)
-    state = _newer_state(known) or known
+    state = _newer_state(known, list(continues)) or known
     start_epoch = run.restore(state) if state is not None else 0
     if state is not None:
         history = list(state.get("history", []))
@@ -133,8 +145,9 @@ def _policy(spec: Spec, epochs: int, decision_epochs: frozenset[int] = frozenset
 
 def teacher_trainable(config: dict[str, Any], *, spec: Spec, data: Dataset) -> None:
     """One teacher trial; `config` holds the teacher search's parameters (beta, t_aux, lr, ...)."""
+    config, continues = _split_config(config)
     run = build_teacher_run(spec, data, config)
-    _report_epochs(run, "teacher", _policy(spec, run.epochs_total))
+    _report_epochs(run, "teacher", _policy(spec, run.epochs_total), continues)
 
 
 def student_trainable(
@@ -148,10 +161,11 @@ def student_trainable(
 ) -> None:
     """One student of a search: `config` holds the searched parameters (temperature, w_skd, ...), `fixed`
     what the search holds constant (a method's weights: w_skd = 0 for KD), `stage` the search it is in."""
+    config, continues = _split_config(config)
     student = spec.student_for({**config, **(fixed or {})})
     run = build_student_run(student, spec, data, teacher_logits, seed=spec.seed)
     decisions = spec.search.decision_epochs(student.epochs)  # ASHA's rungs: a stopped trial keeps its best
-    _report_epochs(run, stage, _policy(spec, student.epochs, decisions))
+    _report_epochs(run, stage, _policy(spec, student.epochs, decisions), continues)
 
 
 def method_trainable(
