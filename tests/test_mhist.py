@@ -536,7 +536,7 @@ def test_spec_accepts_mhist_schemes(small: Path) -> None:
     with pytest.raises(
         ValidationError,
         match=r"subclasses\n  Value error, 'digits' is not a subclass scheme of source 'mhist'; "
-        r"available: agreement, unanimous, invented; or a grouping of SSA vote counts",
+        r"available: agreement, unanimous, invented, clustered; or a grouping of SSA vote counts",
     ):
         _spec(small, subclasses="digits")
     with pytest.raises(ValidationError, match=r"data\.root is required for source 'mhist'"):
